@@ -1,0 +1,5 @@
+"""``python -m graphnet`` is the ``graphnet`` command."""
+
+from .cli import run
+
+run()

@@ -1,0 +1,58 @@
+"""Fully connected layer."""
+
+import numpy as np
+
+from ..init import check_init, init_sigma
+from ..schema import Any, Bool, Number
+from .base import OPS, Op
+
+
+@OPS.register("linear")
+class Linear(Op):
+    """Affine map of the rows of x.
+
+    Shapes: x (n, d), W (m, d), b (m,), out (n, m).
+
+    Forward:  out = x W^T + b
+    Backward: dx = dout W,  dW = dout^T x,  db = sum_n dout
+    """
+
+    family = "affine"
+    attrs = {
+        "units": Number(integer=True, low=1, doc="output width m"),
+        "init": Any(check_init, default="he", doc="he, xavier or {normal: s}"),
+        "bias": Bool(default=True, doc="add a bias vector b"),
+    }
+    decayed = ("W",)
+
+    def __init__(self, name, attrs):
+        super().__init__(name, attrs)
+        self.params = ("W", "b") if self.bias else ("W",)
+
+    def infer_width(self, widths):
+        return self.units
+
+    def create(self, widths, rng, dtype):
+        m, d = self.units, widths[0]
+        sigma = init_sigma(self.init, m, d)
+        arrays = {"W": (sigma * rng.standard_normal((m, d))).astype(dtype)}
+        if self.bias:
+            arrays["b"] = np.zeros(m, dtype=dtype)
+        return arrays
+
+    def forward(self, xs, arrays, ctx):
+        x = xs[0]
+        out = x @ arrays["W"].T
+        if self.bias:
+            out += arrays["b"]
+        return out, (x, arrays["W"])
+
+    def backward(self, dout, cache):
+        x, W = cache
+        grads = {"W": dout.T @ x}
+        if self.bias:
+            grads["b"] = dout.sum(axis=0)
+        return [dout @ W], grads
+
+    def count_params(self, widths):
+        return self.units * widths[0] + (self.units if self.bias else 0)
