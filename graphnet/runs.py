@@ -1,0 +1,122 @@
+"""Run folders: creation, atomic writes, checkpoints, models.
+
+A run folder ``<out>/<name>-<YYYYmmdd-HHMMSS>/`` holds ``spec.json``,
+``metrics.csv``, ``summary.json``, ``model.npz``, ``curves.png``, the
+diagram ``network.svg`` and, while a run is unfinished, ``checkpoint.npz``.
+Every file is written to a temporary name and renamed into place, so a
+crash never leaves half a file; no folder is ever reused.
+Arrays are stored with ``numpy.savez`` and read back with
+``allow_pickle=False``, so loading a model cannot run code.
+"""
+
+import csv
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DataError
+
+METRICS = ("step", "epoch", "eta", "train_cost", "train_loss",
+           "train_accuracy", "val_cost", "val_loss", "val_accuracy",
+           "seconds")
+
+
+def new_run_dir(out, name):
+    """Create and return a fresh ``<out>/<name>-<stamp>`` folder.
+
+    When a folder of that stamp exists (two runs in one second), a
+    suffix ``-2``, ``-3``... is added: a run never overwrites another.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1, 1000):
+        path = out / (f"{name}-{stamp}" if i == 1 else f"{name}-{stamp}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise OSError(f"no free run folder name under {out}")
+
+
+def atomic_write(path, data, mode="w"):
+    """Write text or bytes to ``path`` through a temporary file + rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj):
+    atomic_write(path, json.dumps(obj, indent=2, default=_plain) + "\n")
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def save_npz(path, arrays):
+    """Save a flat dict of arrays atomically, no pickled objects."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_npz(path):
+    """Load a ``.npz`` file without pickle into a plain dict."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable graphnet array file "
+                        f"({exc})") from None
+
+
+def write_metrics(path, rows):
+    """Write the metrics rows (dicts keyed by ``METRICS``) as CSV."""
+    lines = [",".join(METRICS)]
+    for row in rows:
+        lines.append(",".join(_fmt(row.get(k)) for k in METRICS))
+    atomic_write(path, "\n".join(lines) + "\n")
+
+
+def _fmt(value):
+    if value is None:
+        return ""
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    return f"{float(value):.6g}"
+
+
+def read_metrics(path):
+    """Rows of a metrics.csv as dicts of floats (step as int)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = []
+    for row in rows:
+        out.append({k: (int(v) if k == "step" else float(v)) if v != "" else
+                    None for k, v in row.items()})
+    return out
