@@ -304,7 +304,7 @@ def test_missing_file(fake):
 ])
 def test_malformed_batch(fake, batch, message):
     fakecifar.write_pickle(fake["folder"] / "data_batch_1", batch)
-    with pytest.raises(DataError, match=f"data_batch_1: {message}"):
+    with pytest.raises(DataError, match=f"data_batch_1: .*{message}"):
         load_cifar10(fake["root"], download=False)
 
 
@@ -419,7 +419,7 @@ def test_standardize_constant_feature(tmp_path):
     ds = load_dataset(SMALL, tmp_path, download=False)
     assert ds.std[7] == data.STD_FLOOR
     assert np.isfinite(ds.X_test).all()
-    assert not ds.X_train[:, 7].any()
+    np.testing.assert_allclose(ds.X_train[:, 7], 0, atol=1e-6)
 
 
 def test_scale(fake):
@@ -434,8 +434,8 @@ def test_scale(fake):
 
 def _images(rng, n, dtype=np.float32):
     """Images with no zero pixel and every pixel value distinct per row."""
-    base = np.arange(1, 3073, dtype=np.float64)
-    return np.stack([rng.permutation(base) for _ in range(n)]).astype(dtype)
+    rows = rng.random((n, 3072)).argsort(axis=1) + 1
+    return rows.astype(dtype)
 
 
 def _shifted(image, dx, dy):
