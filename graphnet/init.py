@@ -25,8 +25,9 @@ def check_init(value, path):
     """Validate an ``init`` attribute; return it normalised."""
     if isinstance(value, str):
         if value not in INITIALIZERS:
+            known = list(INITIALIZERS) + ["normal"]
             raise SpecError(path, f"unknown init {value!r}"
-                                  f"{choices_hint(value, list(INITIALIZERS) + ['normal'])}")
+                                  f"{choices_hint(value, known)}")
         return value
     if isinstance(value, dict) and list(value) == ["normal"]:
         return {"normal": _SIGMA.check(value["normal"], f"{path}.normal")}

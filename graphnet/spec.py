@@ -164,8 +164,8 @@ GRAPH = {
     "nodes": List(Any(), min_len=1),
     "output": String(),
 }
-NODE_BASE = {"name": String(), "op": String(), "inputs": List(String(),
-                                                               min_len=1)}
+NODE_BASE = {"name": String(), "op": String(),
+             "inputs": List(String(), min_len=1)}
 
 
 def check_graph(value, path="graph"):
