@@ -117,6 +117,9 @@ class Trainer:
         self.bn.update(self.net, first=self.step == 0)
         self.optimizer.step(self.net.params, grads, eta)
         self.step += 1
+        after = getattr(self.bn, "after_step", None)
+        if after:   # e.g. PreciseBN, before this step's evaluation
+            after(self)
         return cost, eta
 
     def run(self):
