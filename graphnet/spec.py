@@ -111,6 +111,8 @@ TEMPLATE = Object({
     "init": Any(check_init, default="he"),
     "eps": Number(default=1e-5, low=0, open_low=True, high=1),
     "dropout": Number(default=0.0, low=0, high=1, open_high=True),
+    "residual": Bool(default=False, doc="hidden[0] is a stem, then pairs "
+                                        "(inner, width) are residual blocks"),
 })
 
 TOP = {
@@ -127,22 +129,37 @@ TOP = {
 
 # ---- templates -----------------------------------------------------------
 
-def expand_mlp(t):
+def expand_mlp(t, path="graph.mlp"):
     """Expand a validated ``mlp`` template into explicit graph JSON.
 
     Layer i is ``fc<i>`` (linear), then ``bn<i>`` and ``h<i>`` (ReLU) in
     the order ``norm_position`` gives, then ``drop<i>`` when dropout is
     set; the last linear is ``scores``.
+
+    With ``residual`` true, ``hidden[0]`` is a plain stem layer of width
+    w, and each following pair ``(a, w)`` of entries is a residual block
+    in the manner of a transformer's feed-forward block:
+
+        s = W2 relu(W1 h + b1) + b2 + h,   h' = relu(BN(s))
+
+    ``fc<i>`` (a units) and ``h<i>`` (ReLU, no BN in the middle), then
+    ``fc<i+1>`` (w units), ``add<i+1>`` (the skip), and ``bn<i+1>``,
+    ``h<i+1>``, ``drop<i+1>`` as for a plain layer. The second entry of
+    a pair must equal the stream width w; an unpaired last entry is a
+    plain layer (it may change the width before ``scores``). So
+    ``hidden: [w, w, w, w, w]`` is a stem and two blocks: six linear
+    layers with ``scores``. Dropout, when set, follows every ReLU.
     """
     nodes, prev = [], "x"
+    hidden = t["hidden"]
+    bn = t["norm"] == "batchnorm"
 
     def add(name, op, inputs, **attrs):
         nodes.append({"name": name, "op": op, "inputs": inputs, **attrs})
         return name
 
-    for i, units in enumerate(t["hidden"], start=1):
-        prev = add(f"fc{i}", "linear", [prev], units=units, init=t["init"])
-        bn = t["norm"] == "batchnorm"
+    def finish(i, prev):
+        # normalization, ReLU and dropout at a layer's (or block's) output
         if bn and t["norm_position"] == "before_relu":
             prev = add(f"bn{i}", "batchnorm", [prev], eps=t["eps"])
         prev = add(f"h{i}", "relu", [prev])
@@ -150,6 +167,30 @@ def expand_mlp(t):
             prev = add(f"bn{i}", "batchnorm", [prev], eps=t["eps"])
         if t["dropout"] > 0:
             prev = add(f"drop{i}", "dropout", [prev], p=t["dropout"])
+        return prev
+
+    def linear(i, prev):
+        return add(f"fc{i}", "linear", [prev], units=hidden[i - 1],
+                   init=t["init"])
+
+    i = 1
+    while i <= len(hidden):
+        block = t["residual"] and 1 < i < len(hidden)
+        if not block:
+            prev = finish(i, linear(i, prev))
+            i += 1
+            continue
+        width = hidden[i - 2]
+        if hidden[i] != width:
+            raise SpecError(f"{path}.hidden[{i}]", f"a residual block ends "
+                            f"at the stream width {width} (hidden[{i - 2}]), "
+                            f"found {hidden[i]}")
+        inner = add(f"h{i}", "relu", [linear(i, prev)])
+        if t["dropout"] > 0:
+            inner = add(f"drop{i}", "dropout", [inner], p=t["dropout"])
+        skip = add(f"add{i + 1}", "add", [linear(i + 1, inner), prev])
+        prev = finish(i + 1, skip)
+        i += 2
     add("scores", "linear", [prev], units=t["classes"], init=t["init"])
     return {"inputs": {"x": t["inputs"]}, "nodes": nodes, "output": "scores"}
 
