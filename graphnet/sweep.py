@@ -61,7 +61,7 @@ from .errors import GraphnetError, RunError, SpecError, describe
 from .registry import Registry
 from .schema import (Any, Map, Nullable, Number, String, check_keys, fill,
                      join)
-from .spec import Spec, apply_overrides, load_spec, parse_override, read_json
+from .spec import Spec, load_spec, parse_override, read_json
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +238,9 @@ def load_sweep(source, overrides=None, root=None):
     if sweep["refine"] and not cont:
         raise SpecError("refine", "refine rounds narrow uniform or "
                         "log_uniform ranges; the search has only grid keys")
-    base = resolve_base(sweep["base"], root)
-    sweep["base_spec"] = base_spec(base, {**sweep["set"], **sweep["overrides"]})
+    sweep["base_raw"] = resolve_base(sweep["base"], root)
+    sweep["base_spec"] = base_spec(sweep["base_raw"], {**sweep["set"],
+                                                       **sweep["overrides"]})
     for key, entry in sweep["search"].items():
         cls, args = sampler(entry)
         for i, value in enumerate(args):
@@ -275,11 +276,15 @@ def base_spec(raw, overrides):
 
 
 def point_spec(sweep, values, key, where=None):
-    """The validated spec of one point, named ``<base name>-<key>``."""
-    raw = apply_overrides(json.loads(json.dumps(sweep["base_spec"])), values)
-    raw["name"] = f"{sweep['base_spec'].name}-{key}"
+    """The validated spec of one point, named ``<base name>-<key>``.
+
+    The overrides go to the base spec as written (templates unexpanded):
+    ``set``, then ``--set``, then the point's values.
+    """
+    over = {**sweep["set"], **sweep["overrides"], **values,
+            "name": f"{sweep['base_spec'].name}-{key}"}
     try:
-        return load_spec(raw)
+        return load_spec(sweep["base_raw"], overrides=over)
     except SpecError as exc:
         shown = ", ".join(f"{k}={fmt_value(v)}" for k, v in values.items())
         raise SpecError(where or f"point {key}", f"{shown} makes an invalid "
@@ -628,8 +633,8 @@ def read_summary(folder):
         return None
 
 
-def run_specs(jobs, store, runner, data_dir=None, progress=None):
-    """Train (or reuse) each spec; yield ``(job, row)`` as runs end.
+def start_runs(jobs, store, runner, data_dir=None):
+    """Submit each spec not yet run; return (reused rows, futures).
 
     Parameters
     ----------
@@ -637,41 +642,59 @@ def run_specs(jobs, store, runner, data_dir=None, progress=None):
         Caller's handle and the spec to train.
     store : RunStore
     runner : Runner
-    progress : callable, optional
-        ``progress(handle, row)`` for every run, reused ones included.
 
-    Yields
-    ------
-    (handle, row)
-        ``row`` holds ``status`` ("finished", "diverged", "error"),
-        ``reused``, ``run_dir``, ``error`` and the summary's figures.
+    Returns
+    -------
+    reused : list of (handle, row)
+        Runs found finished in ``store``.
+    futures : dict
+        ``{future: handle}`` of the submitted runs; see ``finish_runs``.
     """
-    futures = {}
+    reused, futures = [], {}
     for handle, spec in jobs:
         found = store.find(spec)
         if found:
-            row = summary_row(*found, reused=True)
-            if progress:
-                progress(handle, row)
-            yield handle, row
+            reused.append((handle, summary_row(*found, reused=True)))
             continue
         task = store.task(spec, runner, data_dir)
         futures[runner.executor.submit(run_task, task)] = handle
+    return reused, futures
+
+
+def finish_runs(futures, store):
+    """Yield ``(handle, row)`` as the submitted runs end.
+
+    ``row`` holds ``status`` ("finished", "diverged" or "error" for a
+    crash, which is logged and recorded), ``reused``, ``run_dir``,
+    ``error`` and the summary's figures. A GraphnetError (bad data) stops
+    everything.
+    """
     for future in as_completed(futures):
         handle = futures[future]
         try:
             result = future.result()
         except GraphnetError:
-            raise                         # bad data or spec: stop the sweep
+            raise
         except Exception as exc:          # a crash in one run: record it
             log.warning("run %s failed: %s: %s", handle,
                         type(exc).__name__, exc)
-            row = {"status": "error", "reused": False, "run_dir": None,
-                   "error": f"{type(exc).__name__}: {exc}"}
-        else:
-            folder, summary = store.place(result)
-            row = summary_row(folder, summary, reused=False,
-                              error=result["error"])
+            yield handle, {"status": "error", "reused": False,
+                           "run_dir": None,
+                           "error": f"{type(exc).__name__}: {exc}"}
+            continue
+        folder, summary = store.place(result)
+        yield handle, summary_row(folder, summary, reused=False,
+                                  error=result["error"])
+
+
+def run_specs(jobs, store, runner, data_dir=None, progress=None):
+    """Train (or reuse) each spec; yield ``(handle, row)`` as runs end.
+
+    ``progress(handle, row)`` is called for every run, reused ones
+    included. See ``start_runs`` and ``finish_runs``.
+    """
+    reused, futures = start_runs(jobs, store, runner, data_dir)
+    for handle, row in itertools.chain(reused, finish_runs(futures, store)):
         if progress:
             progress(handle, row)
         yield handle, row
@@ -895,8 +918,19 @@ def fmt_value(v):
 
 
 def plot_metric(sweep, rounds, rows, path):
-    """``metric.png``: the metric against each searched key."""
-    from .plots import plt, save_figure
+    """Write ``metric.png``: the metric against each searched key."""
+    from .plots import save_figure
+    save_figure(metric_figure(sweep, rounds, rows), path)
+
+
+def metric_figure(sweep, rounds, rows):
+    """Figure of the metric against each searched key.
+
+    Continuous keys get one panel each (log x axis for ``log_uniform``,
+    one colour and shaded range per round, diverged runs as red crosses
+    at the bottom); a grid-only search gets one bar per combination.
+    """
+    from .plots import plt
     metric = sweep["metric"]
     cont = [k for k, e in sweep["search"].items() if sampler(e)[0].continuous]
     keys = cont or ["combination"]
@@ -936,7 +970,7 @@ def plot_metric(sweep, rounds, rows, path):
             ax.legend(fontsize=8)
     axes[0][0].set_title(f"sweep {sweep['name']}")
     fig.tight_layout()
-    save_figure(fig, path)
+    return fig
 
 
 # ---- command line --------------------------------------------------------
