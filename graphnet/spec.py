@@ -27,6 +27,8 @@ DATASETS = {"cifar10": {"features": 3072, "classes": 10, "images": 50000}}
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 # a spec's name becomes part of a folder name: letters, digits, . _ -
 SPEC_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+# 10^8 float32 params are 400 MB before gradients and optimizer moments
+MAX_PARAMS = 10 ** 8
 
 
 class Spec(dict):
@@ -310,7 +312,9 @@ def check_consistency(spec):
     if width != info["features"]:
         raise SpecError(f"graph.inputs.{in_name}", f"{data['dataset']} has "
                         f"{info['features']} features, found {width}")
-    out_width = graph_mod.infer_widths(g)[g["output"]]
+    widths = graph_mod.infer_widths(g)
+    check_size(g, widths)
+    out_width = widths[g["output"]]
     if out_width != info["classes"]:
         raise SpecError("graph.output", f"{data['dataset']} has "
                         f"{info['classes']} classes, output "
@@ -326,6 +330,22 @@ def check_consistency(spec):
                                  "train.epochs or train.schedule.cycles")
 
 
+def check_size(g, widths):
+    """Refuse a network too large to allocate (a mistyped width)."""
+    counts = [graph_mod.make_op(n).count_params([widths[s] for s in
+                                                 n["inputs"]])
+              for n in g["nodes"]]
+    total = sum(counts)
+    if total > MAX_PARAMS:
+        i = max(range(len(counts)), key=counts.__getitem__)
+        node = g["nodes"][i]
+        where = f"graph.nodes[{i}]" + (".units" if "units" in node else "")
+        raise SpecError(where, f"expected at most "
+                        f"{MAX_PARAMS:,} parameters in all, found "
+                        f"{total:,}; node {node['name']!r} alone has "
+                        f"{counts[i]:,} (is a width mistyped?)")
+
+
 def parse_override(text):
     """Split ``KEY=VALUE``; the value is JSON when it parses, else a string."""
     if "=" not in text:
@@ -333,9 +353,14 @@ def parse_override(text):
                                          "loss.l2=0.01")
     key, value = text.split("=", 1)
     try:
-        value = json.loads(value)
+        value = json.loads(value, parse_constant=_reject_constant,
+                           object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise SpecError(f"--set {key}", "value nested too deeply") from None
+    except SpecError as exc:
+        raise SpecError(f"--set {key}", exc.detail) from None
     except ValueError:
-        pass
+        pass  # not JSON: kept as text; the field says what it expected
     return key.strip(), value
 
 
@@ -384,18 +409,32 @@ def read_json(path):
     if not text.strip():
         raise SpecError(str(path), "file is empty, expected a JSON object")
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant,
+                          object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as exc:
         raise SpecError(str(path), f"not valid JSON: {exc.msg} at line "
                                    f"{exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise SpecError(str(path), "JSON nested too deeply") from None
+    except SpecError as exc:
+        raise SpecError(str(path), exc.detail) from None
     except ValueError as exc:
         raise SpecError(str(path), str(exc)) from None
 
 
 def _reject_constant(name):
     raise ValueError(f"{name} is not a valid JSON number")
+
+
+def _unique_keys(pairs):
+    """Object hook: a key given twice is an error, not a silent overwrite."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise SpecError("", f"key {key!r} appears twice in one object "
+                                "(JSON would keep only the last)")
+        out[key] = value
+    return out
 
 
 def load_spec(source, overrides=None):
