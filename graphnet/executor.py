@@ -23,15 +23,28 @@ from .spec import Spec, load_spec
 
 log = logging.getLogger(__name__)
 
+INPUT_SLOT = 0   # values[0] is the graph input: it needs no gradient
+
 
 class Step:
-    """One compiled node: its op, where it reads and writes, its arrays."""
+    """One compiled node: its op, where it reads and writes, its arrays.
 
-    __slots__ = ("name", "op", "inputs", "out", "keys")
+    ``arrays`` maps the op's local names to the network's own param and
+    buffer arrays, built once: those arrays are only ever updated in
+    place (optimizers, EMA, ``load_state``), never rebound. ``skip_dx``
+    is set when every input is a graph input and the op can leave out
+    its input gradients (``op.skips_dx``).
+    """
 
-    def __init__(self, name, op, inputs, out, keys):
+    __slots__ = ("name", "op", "inputs", "out", "keys", "arrays",
+                 "skip_dx")
+
+    def __init__(self, name, op, inputs, out, keys, arrays):
         self.name, self.op, self.inputs, self.out = name, op, inputs, out
         self.keys = keys  # local array name -> "<node>.<local>"
+        self.arrays = arrays
+        self.skip_dx = (getattr(op, "skips_dx", False)
+                        and all(i == INPUT_SLOT for i in inputs))
 
 
 class Network:
@@ -61,7 +74,7 @@ class Network:
         self.params, self.buffers = {}, {}
         self.decayed = []
         rng = np.random.default_rng(seed)
-        slot = {self.input_name: 0}
+        slot = {self.input_name: INPUT_SLOT}
         self.steps = []
         for node in graph_mod.topological_nodes(graph, self.dag):
             op = graph_mod.make_op(node)
@@ -77,7 +90,7 @@ class Network:
             slot[node["name"]] = len(slot)
             self.steps.append(Step(node["name"], op,
                                    [slot[s] for s in node["inputs"]],
-                                   slot[node["name"]], keys))
+                                   slot[node["name"]], keys, arrays))
             log.debug("node %s (%s) <- %s: width %d", node["name"],
                       node["op"], ", ".join(node["inputs"]),
                       self.widths[node["name"]])
@@ -87,11 +100,6 @@ class Network:
         self._loss_cache = None
 
     # ---- forward -------------------------------------------------------
-
-    def _arrays(self, step):
-        p, b = self.params, self.buffers
-        return {local: (p[full] if full in p else b[full])
-                for local, full in step.keys.items()}
 
     def forward(self, X, train=False, rng=None):
         """Output scores of ``X`` (n, d); caches kept for ``backward``.
@@ -110,11 +118,13 @@ class Network:
             X = X.astype(self.dtype)
         ctx = Context(train, rng)
         values = [None] * self.n_values
-        values[0] = X
+        values[INPUT_SLOT] = X
         caches = []
         for step in self.steps:
-            out, cache = step.op.forward([values[i] for i in step.inputs],
-                                         self._arrays(step), ctx)
+            ins = step.inputs
+            xs = [values[ins[0]]] if len(ins) == 1 else [values[i]
+                                                           for i in ins]
+            out, cache = step.op.forward(xs, step.arrays, ctx)
             values[step.out] = out
             caches.append(cache)
         self._caches = caches
@@ -160,11 +170,16 @@ class Network:
                 # the node does not reach the output: zero gradients
                 dout = np.zeros((self._loss_cache[0].shape[0],
                                  self.widths[step.name]), self.dtype)
-            dxs, dparams = step.op.backward(dout, cache)
-            for i, dx in zip(step.inputs, dxs):
-                # never += into a received array: ops may share one dout
-                prev = dvalues[i]
-                dvalues[i] = dx if prev is None else prev + dx
+            if step.skip_dx:
+                _, dparams = step.op.backward(dout, cache, need_dx=False)
+            else:
+                dxs, dparams = step.op.backward(dout, cache)
+                for i, dx in zip(step.inputs, dxs):
+                    if i == INPUT_SLOT:
+                        continue
+                    # never += into a received array: ops may share dout
+                    prev = dvalues[i]
+                    dvalues[i] = dx if prev is None else prev + dx
             for local, g in dparams.items():
                 grads[step.keys[local]] = g
         if self.l2:

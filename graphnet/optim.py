@@ -24,6 +24,7 @@ class Optimizer:
         for key in self.fields:
             setattr(self, key, cfg[key])
         self.slots = {}   # name -> array, the optimizer's moments
+        self.scratch = {}   # name -> reused temporary, not checkpointed
         self.t = 0
 
     def state(self):
@@ -43,6 +44,13 @@ class Optimizer:
             self.slots[key] = np.zeros_like(like)
         return self.slots[key]
 
+    def scaled(self, key, factor, g):
+        """``factor * g`` in a buffer reused across steps (no allocation)."""
+        buf = self.scratch.get(key)
+        if buf is None or buf.shape != g.shape or buf.dtype != g.dtype:
+            buf = self.scratch[key] = np.empty_like(g)
+        return np.multiply(g, factor, out=buf)
+
 
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
@@ -58,14 +66,16 @@ class SGD(Optimizer):
         self.t += 1
         for key, g in grads.items():
             W = params[key]
+            step = self.scaled(key, eta, g)    # eta g
             if self.momentum == 0:
-                W -= eta * g
+                W -= step
                 continue
             v = self.slot(key, W)
             v *= self.momentum
-            v -= eta * g
+            v -= step
             if self.nesterov:
-                W += self.momentum * v - eta * g
+                W -= step
+                W += self.scaled(key, self.momentum, v)
             else:
                 W += v
 

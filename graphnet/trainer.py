@@ -96,7 +96,10 @@ class Trainer:
             self.perm = (self.rng.permutation(n) if self.cfg["shuffle"]
                          else np.arange(n))
         idx = self.perm[k * self.batch:(k + 1) * self.batch]
-        X = np.take(self.data.X_train, idx, axis=0, out=self.xbuf)
+        # mode="raise" (the default) gathers into a temporary and copies
+        # it into out; the indices come from a permutation, so clip.
+        X = np.take(self.data.X_train, idx, axis=0, out=self.xbuf,
+                    mode="clip")
         aug = self.cfg["augment"]
         if aug:
             X = augment(X, self.rng, aug["flip"], aug["shift"], out=X)

@@ -35,28 +35,29 @@ class BatchNorm(Op):
     def forward(self, xs, arrays, ctx):
         x = xs[0]
         if ctx.train:
-            mu = x.mean(axis=0)
+            n = x.shape[0]
+            mu = x.sum(axis=0) / n
             xc = x - mu
-            var = np.einsum("ij,ij->j", xc, xc) / x.shape[0]
+            var = np.einsum("ij,ij->j", xc, xc) / n
         else:
             mu, var = arrays["mean"], arrays["var"]
             xc = x - mu
         inv_std = 1.0 / np.sqrt(var + self.eps)
         xhat = xc * inv_std
-        out = xhat * arrays["gamma"] + arrays["beta"]
+        out = xhat * arrays["gamma"]
+        out += arrays["beta"]
         return out, (xhat, inv_std, arrays["gamma"], ctx.train, mu, var)
 
     def backward(self, dout, cache):
         xhat, inv_std, gamma, train, _, _ = cache
         dgamma = np.einsum("ij,ij->j", dout, xhat)
         dbeta = dout.sum(axis=0)
-        g = dout * gamma
+        dx = dout * gamma                       # g
         if train:
             n = dout.shape[0]
-            dx = (g - dbeta * gamma / n - xhat * (dgamma * gamma / n))
-            dx *= inv_std
-        else:
-            dx = g * inv_std
+            dx -= dbeta * gamma / n
+            dx -= xhat * (dgamma * gamma / n)
+        dx *= inv_std
         return [dx], {"gamma": dgamma, "beta": dbeta}
 
     def count_params(self, widths):
