@@ -462,12 +462,12 @@ def load_spec(source, overrides=None):
         raw, name = read_json(source), Path(source).stem
     if isinstance(overrides, (list, tuple)):
         overrides = dict(parse_override(o) for o in overrides)
-    if overrides:
-        if not isinstance(raw, dict):
-            raise SpecError("", f"expected a JSON object at the top, "
-                                f"found {describe(raw)}")
-        raw = apply_overrides(raw, overrides)
     try:
+        if overrides:
+            if not isinstance(raw, dict):
+                raise SpecError("", f"expected a JSON object at the top, "
+                                    f"found {describe(raw)}")
+            raw = apply_overrides(raw, overrides)
         return validate(raw, name=name)
     except RecursionError:
         raise SpecError("", "spec nested too deeply") from None
