@@ -18,7 +18,8 @@ overrides of a run apply in this order: the suite's ``set``, the run's
 runs get the suite's ``set`` and ``--set`` after the sweep's own.
 
 ``graphnet report SUITE -o DIR`` keeps everything in ``DIR``: ``runs/``
-(the named runs), ``sweeps/<name>/`` (sweep folders), ``gradcheck/``
+(the named runs), ``sweeps/<name>-<digest>/`` (sweep folders, one per
+configuration: the digest hashes the sweep, base spec and overrides), ``gradcheck/``
 (one JSON file per checked net), ``figures/``, ``report.md`` and
 ``report.pdf``. A run whose ``spec.json`` equals the spec it would train
 is reused, so a second invocation with the same ``-o`` and ``--set``
@@ -30,6 +31,7 @@ tabulated with their figures). Every figure in the report is read from
 a run folder (or gradcheck file) that the report names.
 """
 
+import functools
 import json
 import logging
 import math
@@ -37,7 +39,7 @@ import os
 import re
 import textwrap
 import time
-from concurrent.futures import as_completed
+from concurrent.futures import Future, as_completed
 from pathlib import Path
 
 from . import runs
@@ -46,8 +48,8 @@ from .registry import Registry
 from .schema import (Any, List, Map, Nullable, Number, Object, String,
                      check_keys, fill, join)
 from .spec import load_spec, parse_override, read_json
-from .sweep import (RunStore, Runner, finish_runs, fmt_value, load_sweep,
-                    metric_figure, run_sweep, start_runs)
+from .sweep import (RunStore, Runner, digest, finish_runs, fmt_value,
+                    load_sweep, metric_figure, run_sweep, start_runs)
 
 log = logging.getLogger(__name__)
 
@@ -224,8 +226,10 @@ class Study:
         for name, entry in s["sweeps"].items():
             def progress(done, total, row, name=name):
                 self.note("sweep", name, dict(row, done=done, total=total))
+            # one folder per configuration: another --set starts afresh
+            folder = self.out / "sweeps" / f"{name}-{digest(entry['sweep'])}"
             self.sweeps[name] = run_sweep(
-                entry["source"], out=self.out / "sweeps",
+                entry["source"], folder=folder,
                 overrides={**s["set"], **s["overrides"]},
                 data_dir=self.data_dir, progress=progress,
                 runner=self.runner, root=sweep_root(entry["source"], s))
@@ -233,7 +237,7 @@ class Study:
             later = [n for n, r in s["runs"].items() if r["best_of"] == name]
             pending.update(self.start([(n, run_spec(s, n, best))
                                        for n in later]))
-        for name, row in finish_runs(pending, self.store):
+        for name, row in finish_runs(pending):
             self.keep_run(name, row)
         self.finish_checks(checks)
         return self
@@ -277,20 +281,28 @@ class Study:
                                                                    self.out))
                     self.note("check", net["label"], {"reused": True})
                     continue
-                f = self.runner.executor.submit(
+                placed = Future()
+                self.runner.executor.submit(
                     gradcheck_task, dict(spec), cfg["dims"], cfg["batch"],
-                    cfg["steps"])
-                futures[f] = (key, path)
+                    cfg["steps"]).add_done_callback(
+                        functools.partial(self._save_check, key, path,
+                                          placed))
+                futures[placed] = key["label"]
         return futures
+
+    def _save_check(self, key, path, placed, done):
+        """Done-callback: write a check's file as soon as it ends."""
+        try:
+            result = {**json.loads(json.dumps(key)), "rows": done.result()}
+            runs.write_json(path, result)
+            placed.set_result(dict(result, file=rel(path, self.out)))
+        except BaseException as exc:
+            placed.set_exception(exc)
 
     def finish_checks(self, futures):
         for f in as_completed(futures):
-            key, path = futures[f]
-            result = {**json.loads(json.dumps(key)), "rows": f.result()}
-            runs.write_json(path, result)
-            self.checks[key["label"]] = dict(result, file=rel(path,
-                                                              self.out))
-            self.note("check", key["label"], {"reused": False})
+            self.checks[futures[f]] = f.result()
+            self.note("check", futures[f], {"reused": False})
 
 
 def slug(text):

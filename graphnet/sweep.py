@@ -42,6 +42,7 @@ cluster; a worker loads the data once and keeps it for its next runs.
 """
 
 import csv
+import functools
 import io
 import itertools
 import json
@@ -636,6 +637,10 @@ def read_summary(folder):
 def start_runs(jobs, store, runner, data_dir=None):
     """Submit each spec not yet run; return (reused rows, futures).
 
+    A run folder moves into ``store`` as soon as its run ends (in a
+    done-callback), so an interrupted sweep or report keeps every run
+    that finished, whatever order the caller collects them in.
+
     Parameters
     ----------
     jobs : list of (object, Spec)
@@ -648,7 +653,8 @@ def start_runs(jobs, store, runner, data_dir=None):
     reused : list of (handle, row)
         Runs found finished in ``store``.
     futures : dict
-        ``{future: handle}`` of the submitted runs; see ``finish_runs``.
+        ``{future: handle}``, each future giving ``(folder, summary,
+        error)`` once placed; see ``finish_runs``.
     """
     reused, futures = [], {}
     for handle, spec in jobs:
@@ -657,11 +663,23 @@ def start_runs(jobs, store, runner, data_dir=None):
             reused.append((handle, summary_row(*found, reused=True)))
             continue
         task = store.task(spec, runner, data_dir)
-        futures[runner.executor.submit(run_task, task)] = handle
+        placed = Future()
+        runner.executor.submit(run_task, task).add_done_callback(
+            functools.partial(_place, store, placed))
+        futures[placed] = handle
     return reused, futures
 
 
-def finish_runs(futures, store):
+def _place(store, placed, done):
+    """Done-callback: move a finished run into the store."""
+    try:
+        result = done.result()
+        placed.set_result((*store.place(result), result["error"]))
+    except BaseException as exc:
+        placed.set_exception(exc)
+
+
+def finish_runs(futures):
     """Yield ``(handle, row)`` as the submitted runs end.
 
     ``row`` holds ``status`` ("finished", "diverged" or "error" for a
@@ -672,7 +690,7 @@ def finish_runs(futures, store):
     for future in as_completed(futures):
         handle = futures[future]
         try:
-            result = future.result()
+            folder, summary, error = future.result()
         except GraphnetError:
             raise
         except Exception as exc:          # a crash in one run: record it
@@ -682,9 +700,7 @@ def finish_runs(futures, store):
                            "run_dir": None,
                            "error": f"{type(exc).__name__}: {exc}"}
             continue
-        folder, summary = store.place(result)
-        yield handle, summary_row(folder, summary, reused=False,
-                                  error=result["error"])
+        yield handle, summary_row(folder, summary, reused=False, error=error)
 
 
 def run_specs(jobs, store, runner, data_dir=None, progress=None):
@@ -694,7 +710,7 @@ def run_specs(jobs, store, runner, data_dir=None, progress=None):
     included. See ``start_runs`` and ``finish_runs``.
     """
     reused, futures = start_runs(jobs, store, runner, data_dir)
-    for handle, row in itertools.chain(reused, finish_runs(futures, store)):
+    for handle, row in itertools.chain(reused, finish_runs(futures)):
         if progress:
             progress(handle, row)
         yield handle, row
@@ -718,7 +734,7 @@ def sweep_folder(out, name):
 
 def run_sweep(source, out="runs", overrides=None, data_dir=None,
               workers=None, dask=None, progress=None, runner=None,
-              root=None):
+              root=None, folder=None):
     """Run a sweep (or resume it) and write its sweep folder.
 
     Parameters
@@ -742,6 +758,8 @@ def run_sweep(source, out="runs", overrides=None, data_dir=None,
         An open runner to share (``workers`` and ``dask`` are then unused).
     root : Path, optional
         Where a relative ``base`` is looked up first.
+    folder : str or Path, optional
+        The sweep folder itself (``out`` is then unused).
 
     Returns
     -------
@@ -757,7 +775,7 @@ def run_sweep(source, out="runs", overrides=None, data_dir=None,
         No run finished.
     """
     sweep = load_sweep(source, overrides, root=root)
-    folder = sweep_folder(out, sweep["name"])
+    folder = Path(folder) if folder else sweep_folder(out, sweep["name"])
     check_folder(folder, sweep)
     if runner is not None:
         return Sweep(sweep, folder, runner, data_dir, progress).run()
@@ -769,6 +787,13 @@ def fingerprint(sweep):
     """What must match for a sweep folder to be resumed."""
     keep = {k: v for k, v in sweep.items() if k not in ("workers",)}
     return json.loads(json.dumps(keep, default=str))
+
+
+def digest(sweep):
+    """Eight hex digits naming a sweep's configuration."""
+    import hashlib
+    text = json.dumps(fingerprint(sweep), sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def check_folder(folder, sweep):
