@@ -216,7 +216,7 @@ class FusedEpoch:
         perm = self.rng.permutation(len(self.X))
         for k in range(STEPS):
             idx = perm[k * BATCH:(k + 1) * BATCH]
-            X = np.take(self.X, idx, axis=0, out=self.xbuf)
+            X = np.take(self.X, idx, axis=0, out=self.xbuf, mode="clip")
             cost = self.step(X, self.y[idx], eta_at(self.t))
             self.t += 1
         return float(cost)
@@ -286,7 +286,7 @@ class TorchEpoch:
             cost.backward()
             self.opt.step()
             self.t += 1
-        return float(cost)
+        return float(cost.detach())
 
 
 # ---- the driver --------------------------------------------------------

@@ -121,9 +121,7 @@ class Network:
         values[INPUT_SLOT] = X
         caches = []
         for step in self.steps:
-            ins = step.inputs
-            xs = [values[ins[0]]] if len(ins) == 1 else [values[i]
-                                                           for i in ins]
+            xs = [values[i] for i in step.inputs]
             out, cache = step.op.forward(xs, step.arrays, ctx)
             values[step.out] = out
             caches.append(cache)
@@ -184,7 +182,8 @@ class Network:
                 grads[step.keys[local]] = g
         if self.l2:
             for key in self.decayed:
-                grads[key] = grads[key] + (2 * self.l2) * self.params[key]
+                # dW += 2 l2 W in place: dW is the op's own new product
+                grads[key] += (2 * self.l2) * self.params[key]
         self._loss_cache = None
         return {key: grads[key] for key in self.params}
 
