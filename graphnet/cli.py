@@ -169,12 +169,15 @@ def cmd_gradcheck(args):
     from .spec import load_spec
 
     spec = load_spec(args.spec, overrides=args.overrides)
-    for name, value, low in (("--dims", args.dims, 1),
-                             ("--batch", args.batch, 2),
-                             ("--steps", args.steps, 0)):
-        if value < low:
-            raise GraphnetError(f"{name}: expected an integer >= {low}, "
-                                f"found {value}")
+    width = next(iter(spec["graph"]["inputs"].values()))
+    # centred differences cost two passes per parameter: the bounds keep
+    # a typo from allocating (or computing) without end
+    for name, value, low, high in (("--dims", args.dims, 1, width),
+                                   ("--batch", args.batch, 2, 1000),
+                                   ("--steps", args.steps, 0, 1000)):
+        if not low <= value <= high:
+            raise GraphnetError(f"{name}: expected an integer from {low} "
+                                f"to {high}, found {value}")
     rows = check_spec(spec, dims=args.dims, batch=args.batch,
                       steps=args.steps, l2_values=args.l2, seed=args.seed)
     print(f"{spec.name}: centred differences on a reduced copy "
@@ -234,6 +237,10 @@ def main(argv=None):
         return 2
     except RunError as exc:
         print(f"graphnet {args.verb}: failed: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"graphnet {args.verb}: failed: out of memory; use a smaller "
+              "network, batch or data split", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"graphnet {args.verb}: interrupted", file=sys.stderr)

@@ -1,0 +1,292 @@
+"""Hardening: bad specs, bad data, divergence and interruption.
+
+Every malformed input must end in one short message naming where the
+problem is (exit 2), a diverging run must stop at once keeping what it
+had (exit 1), and an interrupted run must resume to exactly the
+parameters an uninterrupted run reaches. Data come from the small fake
+CIFAR-10 of ``fakecifar``; nothing here needs the real set.
+"""
+
+import copy
+import io
+import json
+import os
+import pickle
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import graphnet as gn
+from graphnet import trainer as trainer_mod
+from graphnet.cli import main
+from graphnet.errors import GraphnetError, RunError, SpecError
+from graphnet.optim import OPTIMIZERS
+from graphnet.spec import TOP
+
+from conftest import ROOT, TEST_SPECS
+from fakecifar import write_fake_cifar
+
+TRAIN, VAL = 160, 40   # of the fake set's 200 training images
+
+
+# ---- helpers -------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """A fake CIFAR-10 of 200 training and 50 test images."""
+    root = tmp_path_factory.mktemp("fake")
+    write_fake_cifar(root, n_per_batch=40, n_test=50, seed=1)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_real_data(monkeypatch, tmp_path):
+    """Never fall back to the real set, the user cache or a download."""
+    monkeypatch.delenv("GRAPHNET_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def cli(*argv):
+    """Run ``graphnet`` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:      # argparse's own errors
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def subprocess_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "GRAPHNET_DATA"}
+    env.update(HOME=str(tmp_path / "home"), OPENBLAS_NUM_THREADS="1",
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT))
+    return env
+
+
+def graphnet_cmd(*argv):
+    return [sys.executable, "-m", "graphnet", *map(str, argv)]
+
+
+def run_subprocess(tmp_path, *argv, timeout=120):
+    return subprocess.run(graphnet_cmd(*argv), capture_output=True,
+                          text=True, env=subprocess_env(tmp_path),
+                          timeout=timeout, cwd=tmp_path)
+
+
+def write_spec(path, raw):
+    path = Path(path)
+    path.write_text(raw if isinstance(raw, str) else json.dumps(raw))
+    return path
+
+
+def tiny(**train):
+    """A small valid spec for the fake set: BN, dropout, augment, Adam."""
+    return {
+        "name": "tiny",
+        "data": {"train": TRAIN, "val": VAL},
+        "graph": {"mlp": {"hidden": [12, 8], "norm": "batchnorm",
+                          "dropout": 0.2}},
+        "loss": {"l2": 0.001},
+        "train": {"batch_size": 16, "steps": 25, "eval_every": 5,
+                  "optimizer": {"type": "adam"},
+                  "schedule": {"type": "constant", "eta": 0.01},
+                  "augment": {"flip": 0.5, "shift": 2},
+                  "dtype": "float64", "seed": 7, **train},
+    }
+
+
+def only_run_dir(out):
+    dirs = [p for p in Path(out).iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def params_of(run_dir):
+    with np.load(Path(run_dir) / "model.npz", allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+def assert_same_params(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key].dtype == b[key].dtype == np.float64
+        # bit for bit, not approximately
+        assert np.array_equal(a[key], b[key]), key
+
+
+def metric_rows(run_dir):
+    rows = (Path(run_dir) / "metrics.csv").read_text().splitlines()
+    # the last column is wall time, which differs between runs
+    return [r.rsplit(",", 1)[0] for r in rows]
+
+
+def short_error(err, *needles):
+    """stderr is one message of a few lines, without a traceback."""
+    assert "Traceback" not in err
+    assert 1 <= len(err.strip().splitlines()) <= 4, err
+    for needle in needles:
+        assert needle in err, (needle, err)
+
+
+# ---- bad specs through the command line ----------------------------------
+
+GOOD = {"graph": {"mlp": {"hidden": [8]}}, "data": {"train": 160, "val": 40},
+        "train": {"steps": 2, "batch_size": 16}}
+
+
+def with_(path, value, base=GOOD):
+    import copy
+    raw = copy.deepcopy(base)
+    keys = path.split(".")
+    t = raw
+    for k in keys[:-1]:
+        t = t.setdefault(k, {})
+    t[keys[-1]] = value
+    return raw
+
+
+def graph(*nodes, output="out"):
+    return {**GOOD, "graph": {"inputs": {"x": 3072}, "nodes": list(nodes),
+                              "output": output}}
+
+
+FC = {"name": "out", "op": "linear", "inputs": ["x"], "units": 10}
+CASES = {
+    "not-json": ("{graph: 1}", "not valid JSON"),
+    "truncated": ('{"graph": {"mlp": {"hidden": [8', "not valid JSON"),
+    "empty": ("", "file is empty"),
+    "blank": ("  \n", "file is empty"),
+    "array": ("[1, 2]", "expected a JSON object at the top"),
+    "string-width": (with_("graph.mlp.hidden", ["8"]), "graph.mlp.hidden[0]"),
+    "float-batch": (with_("train.batch_size", 10.5), "train.batch_size"),
+    "bool-shuffle": (with_("train.shuffle", "yes"), "train.shuffle"),
+    "list-train": (with_("train", []), "train"),
+    "nan": ('{"graph": {"mlp": {"hidden": [8]}}, "loss": {"l2": NaN}}',
+            "NaN is not a valid JSON number"),
+    "infinity": ('{"graph": {"mlp": {"hidden": [8]}}, "loss": {"l2": -Infinity}}',
+                 "-Infinity is not a valid JSON number"),
+    "overflow": ('{"graph": {"mlp": {"hidden": [8]}}, "loss": {"l2": 1e999}}',
+                 "loss.l2"),
+    "unknown-key": ({**GOOD, "trian": {}}, "did you mean 'train'"),
+    "misspelt-key": (with_("train.batchsize", 10), "did you mean 'batch_size'"),
+    "duplicate-key": ('{"graph": {"mlp": {"hidden": [8]}}, "graph": {}}',
+                      "'graph' appears twice"),
+    "unknown-op": (graph({**FC, "op": "dense"}), "graph.nodes[0].op"),
+    "no-inputs": (graph({**FC, "inputs": []}), "graph.nodes[0].inputs"),
+    "missing-inputs": (graph({"name": "out", "op": "linear", "units": 10}),
+                       "graph.nodes[0].inputs"),
+    "unknown-input": (graph({**FC, "inputs": ["y"]}),
+                      "graph.nodes[0].inputs[0]"),
+    "duplicate-name": (graph(FC, FC), "graph.nodes[1].name"),
+    "cycle": (graph({"name": "a", "op": "relu", "inputs": ["b"]},
+                    {"name": "b", "op": "relu", "inputs": ["a"]},
+                    {**FC, "inputs": ["b"]}), "cycle: a -> b -> a"),
+    "add-shapes": (graph({"name": "p", "op": "linear", "inputs": ["x"], "units": 5},
+                         {"name": "q", "op": "linear", "inputs": ["x"], "units": 6},
+                         {"name": "s", "op": "add", "inputs": ["p", "q"]},
+                         {**FC, "inputs": ["s"]}), "graph.nodes[2]"),
+    "classes": (graph({**FC, "units": 7}), "graph.output"),
+    "features": ({**graph(FC), "graph": {"inputs": {"x": 3000}, "nodes": [FC],
+                                         "output": "out"}}, "graph.inputs.x"),
+    "negative-width": (with_("graph.mlp.hidden", [8, -3]), "graph.mlp.hidden[1]"),
+    "zero-units": (graph({**FC, "units": 0}), "graph.nodes[0].units"),
+    "huge-width": (with_("graph.mlp.hidden", [10 ** 9]), "graph.nodes[0].units"),
+    "negative-l2": (with_("loss.l2", -0.1), "loss.l2"),
+    "zero-eps": (with_("graph.mlp", {"hidden": [8], "norm": "batchnorm", "eps": 0}),
+                 "graph.mlp.eps"),
+    "negative-sigma": (with_("graph.mlp.init", {"normal": -0.1}),
+                       "graph.mlp.init.normal"),
+    "unknown-init": (with_("graph.mlp.init", "kaiming"), "graph.mlp.init"),
+    "alpha-one": (with_("train.bn_stats", {"type": "ema", "alpha": 1}),
+                  "train.bn_stats.alpha"),
+    "alpha-zero": (with_("train.bn_stats", {"type": "ema", "alpha": 0}),
+                   "train.bn_stats.alpha"),
+    "eta-order": (with_("train.schedule", {"type": "cyclic", "eta_min": 0.2,
+                                           "eta_max": 0.1, "step_size": 5}),
+                  "train.schedule.eta_min"),
+    "negative-eta": (with_("train.schedule", {"type": "constant", "eta": -1}),
+                     "train.schedule.eta"),
+    "momentum-one": (with_("train.optimizer", {"type": "sgd", "momentum": 1}),
+                     "train.optimizer.momentum"),
+    "dropout-one": (with_("graph.mlp.dropout", 1), "graph.mlp.dropout"),
+    "split": (with_("data", {"train": 48000, "val": 5000}), "data.val"),
+    "version": (with_("version", 2), "version"),
+    "bad-name": (with_("name", "../up"), "name"),
+    "deep": ("[" * 100000 + "]" * 100000, "nested too deeply"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_spec_files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad-specs")
+    return {name: write_spec(folder / f"{name}.json", raw)
+            for name, (raw, _) in CASES.items()}
+
+
+@pytest.mark.parametrize("verb", ["validate", "run", "gradcheck"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_spec_exits_2_naming_the_place(case, verb, bad_spec_files,
+                                           tmp_path, fake):
+    extra = {"run": ["--out", tmp_path / "runs", "--data-dir", fake],
+             "validate": [], "gradcheck": ["--dims", 4]}[verb]
+    code, out, err = cli(verb, bad_spec_files[case], *extra)
+    assert code == 2
+    short_error(err, f"graphnet {verb}: error: ", CASES[case][1])
+    assert out == ""
+    # nothing is written for a spec that never validated
+    assert not (tmp_path / "runs").exists()
+
+
+def test_bad_spec_through_a_real_process(bad_spec_files, tmp_path):
+    for case, verb in [("cycle", "validate"), ("nan", "run"),
+                       ("deep", "gradcheck")]:
+        proc = run_subprocess(tmp_path, verb, bad_spec_files[case])
+        assert proc.returncode == 2, proc.stderr
+        short_error(proc.stderr, CASES[case][1])
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("loss.l2", "expected KEY=VALUE"),
+    ("loss.l2=-1", "loss.l2: expected a number >= 0, found -1"),
+    ("loss.l2=NaN", "loss.l2: expected a number >= 0, found 'NaN'"),
+    ("train.schedule.cylces=3", "did you mean 'cycles'"),
+    ("graph.mlp.hidden.4=3", "graph.mlp.hidden.4: expected an index below 1"),
+    ('loss={"l2": 1, "l2": 2}', "--set loss: key 'l2' appears twice"),
+    ("description=" + "[" * 5000 + "]" * 5000, "nested too deeply"),
+])
+def test_bad_override_exits_2(override, needle, tmp_path):
+    spec = write_spec(tmp_path / "ok.json", GOOD)
+    code, _, err = cli("validate", spec, "--set", override)
+    assert code == 2
+    short_error(err, needle)
+
+
+def test_deep_spec_with_override_is_a_spec_error(tmp_path):
+    # parses (below the JSON decoder's limit) but is too deep to copy
+    deep = 1
+    for _ in range(900):
+        deep = [deep]
+    spec = write_spec(tmp_path / "deep.json", {**GOOD, "description": deep})
+    code, _, err = cli("validate", spec, "--set", "loss.l2=0.1")
+    assert code == 2
+    short_error(err, "nested too deeply")
+
+
+def test_gradcheck_refuses_absurd_arguments(tmp_path):
+    spec = write_spec(tmp_path / "ok.json", GOOD)
+    for flag, value in [("--dims", 0), ("--batch", 1), ("--steps", -1),
+                        ("--dims", 10 ** 8)]:
+        code, _, err = cli("gradcheck", spec, flag, value)
+        assert code == 2, (flag, value)
+        short_error(err, flag)
