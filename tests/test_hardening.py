@@ -290,3 +290,173 @@ def test_gradcheck_refuses_absurd_arguments(tmp_path):
         code, _, err = cli("gradcheck", spec, flag, value)
         assert code == 2, (flag, value)
         short_error(err, flag)
+
+
+# ---- mutated specs (property-based) --------------------------------------
+
+RESIDUAL = json.loads((TEST_SPECS / "residual.json").read_text())
+EXPLICIT = graph(
+    {"name": "fc", "op": "linear", "inputs": ["x"], "units": 10,
+     "init": {"normal": 0.01}, "bias": False},
+    {"name": "bn", "op": "batchnorm", "inputs": ["fc"], "eps": 1e-5},
+    {"name": "h", "op": "relu", "inputs": ["bn"]},
+    {"name": "s", "op": "add", "inputs": ["h", "bn"]},
+    {"name": "out", "op": "dropout", "inputs": ["s"], "p": 0.2},
+    output="out")
+EXPLICIT["train"] = {
+    "steps": 3, "batch_size": 16,
+    "schedule": {"type": "cyclic", "eta_min": 1e-5, "eta_max": 0.1,
+                 "step_size": 5, "cycles": 1},
+    "optimizer": {"type": "sgd", "momentum": 0.9},
+    "bn_stats": {"type": "ema", "alpha": 0.9}, "seed": 1}
+BASES = [tiny(), RESIDUAL, EXPLICIT]
+NAMES = ["x", "fc", "bn", "h", "s", "out", "fc1", "scores", "h1", "nope"]
+
+json_leaf = st.one_of(
+    st.none(), st.booleans(), st.integers(),
+    st.integers(min_value=-2 ** 80, max_value=2 ** 80),
+    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=6),
+    st.sampled_from(["he", "relu", "sgd", "cyclic", "float64", "x"]))
+json_value = st.recursive(
+    json_leaf, lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+    max_leaves=6)
+
+
+def paths(value, here=(), depth=60):
+    """JSON paths of ``value`` down to ``depth`` levels, the root included."""
+    yield here
+    items = (value.items() if isinstance(value, dict) else
+             enumerate(value) if isinstance(value, list) else ())
+    for key, sub in items if depth else ():
+        yield from paths(sub, here + (key,), depth - 1)
+
+
+def at(value, path):
+    for key in path:
+        value = value[key]
+    return value
+
+
+def misspell(key, how):
+    if len(key) < 2:
+        return key + "_"
+    i = len(key) // 2
+    return {"drop": key[:i] + key[i + 1:], "double": key[:i] + key[i:],
+            "swap": key[:i - 1] + key[i] + key[i - 1] + key[i + 1:],
+            "case": key.upper()}[how]
+
+
+def nest(value, depth, kind):
+    for _ in range(depth):
+        value = [value] if kind == "list" else {"a": value}
+    return value
+
+
+@st.composite
+def mutated_specs(draw, max_depth=3000):
+    """A valid spec with one to three random mutations applied."""
+    spec = copy.deepcopy(draw(st.sampled_from(BASES)))
+    for _ in range(draw(st.integers(1, 3))):
+        path = draw(st.sampled_from(list(paths(spec))))
+        parent = at(spec, path[:-1]) if path else None
+        kind = draw(st.sampled_from(["replace", "delete", "misspell",
+                                     "rewire", "nest"]))
+        if kind == "replace" or (kind == "delete" and not path):
+            new = draw(json_value)
+            if path:
+                parent[path[-1]] = new
+            else:
+                spec = new
+        elif kind == "delete":
+            del parent[path[-1]]
+        elif kind == "misspell":
+            target = at(spec, path)
+            if isinstance(target, dict) and target:
+                key = draw(st.sampled_from(sorted(target)))
+                wrong = misspell(key, draw(st.sampled_from(
+                    ["drop", "double", "swap", "case"])))
+                value = (target.pop(key) if draw(st.booleans())
+                         else target[key])
+                target[wrong] = value
+        elif kind == "rewire":
+            nodes = [n for p in paths(spec) if p and p[-1] == "nodes"
+                     and isinstance(at(spec, p), list)
+                     for n in at(spec, p) if isinstance(n, dict)
+                     and isinstance(n.get("inputs"), list) and n["inputs"]]
+            if nodes:
+                node = draw(st.sampled_from(nodes))
+                slot = draw(st.integers(0, len(node["inputs"]) - 1))
+                node["inputs"][slot] = draw(st.one_of(
+                    st.sampled_from(NAMES), st.text(max_size=4)))
+        else:
+            depth = draw(st.sampled_from([2, 40, max_depth]))
+            kind = draw(st.sampled_from(["list", "object"]))
+            if path:
+                parent[path[-1]] = nest(at(spec, path), depth, kind)
+            else:
+                spec = nest(spec, depth, kind)
+        if not isinstance(spec, (dict, list)):
+            break
+    return spec
+
+
+def check_outcome(raw):
+    """Validate ``raw``: it passes, or fails with a path into the spec."""
+    try:
+        spec = gn.load_spec(raw)
+    except SpecError as exc:
+        where = exc.path or "spec"
+        assert str(exc).startswith(f"{where}: "), str(exc)
+        assert exc.detail.strip()
+        first = exc.path.split(".")[0].split("[")[0]
+        assert first == "" or first in TOP or (
+            isinstance(raw, dict) and first in raw), exc.path
+        return None
+    if spec_size(spec) < 10 ** 6:   # valid specs compile too
+        assert gn.build(spec).n_params() == spec_size(spec)
+    return spec
+
+
+def spec_size(spec):
+    from graphnet.graph import infer_widths, make_op
+    widths = infer_widths(spec["graph"])
+    return sum(make_op(n).count_params([widths[s] for s in n["inputs"]])
+               for n in spec["graph"]["nodes"])
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.data_too_large])
+@given(raw=mutated_specs())
+def test_mutated_specs_validate_or_name_a_path(raw):
+    # any other exception type fails the test
+    check_outcome(raw)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(raw=mutated_specs(max_depth=500))
+def test_mutated_spec_files_exit_0_or_2(raw, tmp_path):
+    path = write_spec(tmp_path / "mutated.json", json.dumps(raw))
+    code, out, err = cli("validate", path, "--expand")
+    assert code in (0, 2)
+    if code == 2:
+        short_error(err, "graphnet validate: error: ")
+    else:
+        assert json.loads(out)["graph"]["nodes"]
+
+
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow,
+                                 HealthCheck.data_too_large,
+                                 HealthCheck.function_scoped_fixture])
+@given(raw=mutated_specs(max_depth=500))
+def test_mutated_spec_files_through_a_real_process(raw, tmp_path):
+    path = write_spec(tmp_path / "mutated.json", json.dumps(raw))
+    proc = run_subprocess(tmp_path, "validate", path, "--expand")
+    assert proc.returncode in (0, 2), proc.stderr
+    assert "Traceback" not in proc.stderr
