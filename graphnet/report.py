@@ -526,12 +526,16 @@ class SearchSection(Section):
         s = study.sweeps[name]
         folder = rel(s["sweep_dir"], study.out)
         metric, rows = s["metric"], s["rows"]
+        cfg = study.suite["sweeps"][name]["sweep"]
         keys = list(s["search"])
         lines = [f"Sweep `{name}` (folder {code(folder)}; every run is listed "
                  f"in {code(folder + '/results.csv')}) picks by {metric} "
                  f"({'higher' if s['goal'] == 'max' else 'lower'} is better)."
-                 " Each round after the first narrows the range around the "
-                 "best runs so far (in log10 for a log-uniform key).", ""]
+                 f" Each round draws {cfg['samples']} values; each round "
+                 f"after the first is {cfg['shrink']:g} times as wide as the "
+                 f"one before, centred on the mean of the {cfg['keep']} best "
+                 "values so far (in log10 for a log-uniform key) and kept "
+                 "inside the first range.", ""]
         trs = []
         for r in s["rounds"]:
             mine = [x for x in rows if x["round"] == r["round"]]

@@ -101,9 +101,12 @@ def test_report_reuses_every_run(tmp_path, fake):  # noqa: F811
                        "spec.json").read_text())
     assert spec["loss"]["l2"] == best
     assert spec["train"]["schedule"]["cycles"] == 3
-    second = rp.make_report(suite, out, workers=1)
-    assert second["trained"] == 0 and len(fake) == 15
-    assert second["reused"] == 15
+    with rp.Runner(1) as runner:       # the runs again, without drawing
+        second = rp.Study(rp.load_suite(suite), out, runner).run()
+    assert second.trained == 0 and len(fake) == 15
+    assert second.reused == 15
+    assert second.runs["3layer"]["run_dir"] == first["runs"]["3layer"][
+        "run_dir"]
     # another --set gets its own sweep folders rather than a refusal
     sweep = rp.load_suite(suite)["sweeps"]["lambda"]["sweep"]
     other = rp.load_suite(suite, ["train.steps=3"])["sweeps"]["lambda"]

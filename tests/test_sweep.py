@@ -206,6 +206,7 @@ def test_resume_trains_nothing_twice(tmp_path, fake):
     for name in ("sweep.json", "plan.json", "results.csv", "best.json",
                  "summary.json", "metric.png"):
         assert (folder / name).is_file(), name
+
     def run_folders():
         return sorted(p.name for p in (folder / "runs").iterdir()
                       if not p.name.startswith("."))
@@ -245,8 +246,8 @@ def test_results_record_diverged_runs_and_the_best(tmp_path, fake):
 
 def test_a_changed_sweep_refuses_the_old_folder(tmp_path, fake):
     sw.run_sweep(make_sweep(samples=1), out=tmp_path, workers=1)
-    with pytest.raises(SpecError, match=r"started by another sweep \(it "
-                                         r"differs in base_spec, overrides\)"):
+    match = r"started by another sweep \(it differs in base_spec, overrides\)"
+    with pytest.raises(SpecError, match=match):
         sw.run_sweep(make_sweep(samples=1), out=tmp_path, workers=1,
                      overrides={"train.steps": 5})
 
