@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -90,7 +91,7 @@ def load_npz(path):
             return {k: f[k] for k in f.files}
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable graphnet array file "
                         f"({exc})") from None
 

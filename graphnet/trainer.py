@@ -23,7 +23,7 @@ import numpy as np
 from . import __version__, runs
 from .bnstats import make_bn_stats
 from .data import augment, load_dataset
-from .errors import GraphnetError, RunError
+from .errors import DataError, GraphnetError, RunError
 from .executor import build
 from .optim import make_optimizer
 from .schedules import make_schedule
@@ -79,6 +79,8 @@ class Trainer:
         self.bn = make_bn_stats(t["bn_stats"])
         self.rng = np.random.default_rng(t["seed"])
         self.step = 0
+        self.stop = None    # the name of a signal asking the run to stop
+        self.saved_step = None   # step of the last checkpoint written
         self.perm = None
         self.rows = []
         self.elapsed = 0.0
@@ -114,8 +116,7 @@ class Trainer:
             raise RunError(
                 f"the cost became {cost} at step {self.step + 1} (eta "
                 f"{eta:.3g}); the learning rate is likely too high or the "
-                "initialization too large. metrics.csv and the last "
-                f"checkpoint are kept in {self.run_dir}")
+                f"initialization too large. {self.kept()}")
         grads = self.net.backward()
         self.bn.update(self.net, first=self.step == 0)
         self.optimizer.step(self.net.params, grads, eta)
@@ -126,24 +127,41 @@ class Trainer:
         return cost, eta
 
     def run(self):
-        """Train to the end, evaluating and checkpointing; return summary."""
-        if self.step == 0 and not self.rows:
-            self.evaluate()
+        """Train to the end, evaluating and checkpointing; return summary.
+
+        A signal only sets ``self.stop`` (see ``_StopAtStep``); the loop
+        stops before the next update, so the checkpoint written on the
+        way out holds whole steps. A KeyboardInterrupt raised inside an
+        update (a second signal) keeps the previous checkpoint instead.
+        """
         start = time.perf_counter() - self.elapsed
+        in_update = False
         try:
+            if self.step == 0 and not self.rows:
+                self.check_finite(self.evaluate())
             while self.step < self.total:
+                if self.stop:
+                    raise KeyboardInterrupt
+                in_update = True
                 cost, eta = self.train_step()
+                in_update = False
                 if self.progress:
                     self.progress(self.step, self.total, cost, eta)
                 if self.step % self.eval_every == 0 or self.step == self.total:
                     self.elapsed = time.perf_counter() - start
-                    self.evaluate(eta)
+                    self.check_finite(self.evaluate(eta))
                     self.checkpoint()
         except KeyboardInterrupt:
             self.elapsed = time.perf_counter() - start
-            self.checkpoint()
+            if in_update:
+                log.warning("interrupted inside update %d: the last "
+                            "checkpoint is kept", self.step + 1)
+            else:
+                self.checkpoint()
             self.write_summary("interrupted")
-            raise KeyboardInterrupt(str(self.run_dir)) from None
+            ck = self.run_dir / "checkpoint.npz"
+            raise KeyboardInterrupt(*[str(self.run_dir)] * ck.exists()) \
+                from None
         except RunError:
             self.elapsed = time.perf_counter() - start
             runs.write_metrics(self.run_dir / "metrics.csv", self.rows)
@@ -154,6 +172,28 @@ class Trainer:
             finish(self)
         self.elapsed = time.perf_counter() - start
         return self.finish()
+
+    def check_finite(self, row):
+        """Stop with RunError when an evaluation's cost is not finite.
+
+        Checked before the checkpoint is written, so the last checkpoint
+        always holds parameters that evaluated to a finite cost.
+        """
+        for key in ("train_cost", "val_cost"):
+            if key in row and not math.isfinite(row[key]):
+                raise RunError(
+                    f"the {key.replace('_', ' ')} evaluated after step "
+                    f"{self.step} is {row[key]} (eta {row['eta']:.3g}); the "
+                    "learning rate is likely too high or the "
+                    f"initialization too large. {self.kept()}")
+
+    def kept(self):
+        """What a failed run leaves behind, for its message."""
+        if self.saved_step is None:
+            return (f"metrics.csv is kept in {self.run_dir} (no checkpoint "
+                    "was written yet)")
+        return (f"metrics.csv and the checkpoint of step {self.saved_step} "
+                f"are kept in {self.run_dir}")
 
     def evaluate(self, eta=None):
         """Append a metrics row: test-mode figures on train and val."""
@@ -189,18 +229,32 @@ class Trainer:
         arrays["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
         runs.save_npz(self.run_dir / "checkpoint.npz", arrays)
         runs.write_metrics(self.run_dir / "metrics.csv", self.rows)
+        self.saved_step = self.step
 
     def restore(self):
-        """Load ``checkpoint.npz`` and ``metrics.csv`` of the run folder."""
-        ck = runs.load_npz(self.run_dir / "checkpoint.npz")
-        self.net.load_state({k.split("/", 1)[1]: v for k, v in ck.items()
-                             if k.startswith(("param/", "buffer/"))})
-        self.optimizer.load_state({k[4:]: v for k, v in ck.items()
-                                   if k.startswith("opt/")})
-        self.step = int(ck["step"])
-        self.elapsed = float(ck["elapsed"])
-        self.perm = ck["perm"] if ck["perm"].size else None
-        self.rng.bit_generator.state = json.loads(str(ck["rng"]))
+        """Load ``checkpoint.npz`` and ``metrics.csv`` of the run folder.
+
+        Raises
+        ------
+        DataError
+            The checkpoint does not belong to this run's spec or is
+            damaged.
+        """
+        path = self.run_dir / "checkpoint.npz"
+        ck = runs.load_npz(path)
+        try:
+            self.net.load_state({k.split("/", 1)[1]: v for k, v in ck.items()
+                                 if k.startswith(("param/", "buffer/"))})
+            self.optimizer.load_state({k[4:]: v for k, v in ck.items()
+                                       if k.startswith("opt/")})
+            self.step = int(ck["step"])
+            self.elapsed = float(ck["elapsed"])
+            self.perm = ck["perm"] if ck["perm"].size else None
+            self.rng.bit_generator.state = json.loads(str(ck["rng"]))
+            self.saved_step = self.step
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: not a checkpoint of this run's "
+                            f"spec.json ({exc})") from None
         self.rows = [r for r in runs.read_metrics(self.run_dir /
                                                   "metrics.csv")
                      if r["step"] <= self.step]
@@ -260,23 +314,35 @@ def versions():
             "python": platform.python_version()}
 
 
-class _TermAsInterrupt:
-    """Within the block, SIGTERM raises KeyboardInterrupt like SIGINT."""
+class _StopAtStep:
+    """Within the block, SIGINT and SIGTERM stop a trainer between steps.
+
+    The first signal only sets ``trainer.stop``; the training loop then
+    raises KeyboardInterrupt before its next update, after a checkpoint
+    of whole steps. A second signal raises KeyboardInterrupt at once.
+    Outside the main thread, signals are left alone.
+    """
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+        self.old = {}
 
     def __enter__(self):
-        try:
-            self.old = signal.signal(signal.SIGTERM, self._raise)
-        except ValueError:       # not the main thread: leave signals alone
-            self.old = None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, self._handle)
+            except ValueError:      # not the main thread
+                break
         return self
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise KeyboardInterrupt
+    def _handle(self, signum, frame):
+        if self.trainer.stop:
+            raise KeyboardInterrupt
+        self.trainer.stop = signal.Signals(signum).name
 
     def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGTERM, self.old)
+        for sig, old in self.old.items():
+            signal.signal(sig, signal.SIG_DFL if old is None else old)
 
 
 def train(spec, out="runs", data_dir=None, seed=None, overrides=None,
@@ -327,7 +393,9 @@ def train(spec, out="runs", data_dir=None, seed=None, overrides=None,
     draw_diagram(spec, run_dir)
     log.info("run folder %s", run_dir)
     trainer = Trainer(spec, data, run_dir, progress)
-    with _TermAsInterrupt():
+    # non-finite values are caught by the cost checks, not by warnings
+    with _StopAtStep(trainer), np.errstate(over="ignore", invalid="ignore",
+                                           divide="ignore"):
         return trainer.run()
 
 
@@ -344,7 +412,8 @@ def resume(run_dir, data_dir=None, progress=None, data=None):
                             dtype=spec["train"]["dtype"])
     trainer = Trainer(spec, data, run_dir, progress)
     trainer.restore()
-    with _TermAsInterrupt():
+    with _StopAtStep(trainer), np.errstate(over="ignore", invalid="ignore",
+                                           divide="ignore"):
         return trainer.run()
 
 
@@ -404,6 +473,9 @@ def print_summary(s):
 def cli_run(args):
     if bool(args.spec) == bool(args.resume):
         raise GraphnetError("give either SPEC or --resume RUN_DIR")
+    if args.resume and (args.overrides or args.seed is not None):
+        raise GraphnetError("--resume continues a run as its spec.json "
+                            "says; --set and --seed cannot change it")
     bar = progress_bar()
     try:
         if args.resume:
@@ -415,9 +487,12 @@ def cli_run(args):
                             progress=bar)
     except KeyboardInterrupt as exc:
         bar.close()
-        where = exc.args[0] if exc.args else "RUN_DIR"
-        print(f"interrupted: checkpoint written; continue with "
-              f"graphnet run --resume {where}")
+        if exc.args:
+            print(f"interrupted: checkpoint written in {exc.args[0]}; "
+                  f"continue with graphnet run --resume {exc.args[0]}")
+        else:
+            print("interrupted before a checkpoint was written; nothing "
+                  "to resume")
         raise
     bar.close()
     print_summary(summary)

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -460,3 +461,227 @@ def test_mutated_spec_files_through_a_real_process(raw, tmp_path):
     proc = run_subprocess(tmp_path, "validate", path, "--expand")
     assert proc.returncode in (0, 2), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# ---- interruption and resume ---------------------------------------------
+
+def reference_run(fake, out, **train):
+    """An uninterrupted run; returns its folder."""
+    gn.train(tiny(**train), out=out, data_dir=fake, download=False)
+    return only_run_dir(out)
+
+
+def stop_at(step, also=None):
+    """A progress callback that interrupts after update ``step``."""
+    def progress(done, total, cost, eta):
+        if also:
+            also(done)
+        if done == step:
+            raise KeyboardInterrupt
+    return progress
+
+
+OPTIMIZERS_USED = [{"type": "adam"},
+                   {"type": "sgd", "momentum": 0.9, "nesterov": True}]
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS_USED,
+                         ids=lambda o: o["type"])
+def test_interrupt_and_resume_match_an_uninterrupted_run(optimizer, fake,
+                                                         tmp_path):
+    # 10 updates per epoch, evaluation every 5: the interrupt at 17 lands
+    # mid-epoch between evaluations; the checkpoint of step 15 is kept
+    # aside to check that an evaluation checkpoint resumes exactly too
+    ref = reference_run(fake, tmp_path / "ref", optimizer=optimizer)
+    out = tmp_path / "cut"
+    saved = tmp_path / "at-15"
+
+    def keep_eval_checkpoint(done):
+        if done == 16:
+            shutil.copytree(only_run_dir(out), saved)
+
+    with pytest.raises(KeyboardInterrupt):
+        gn.train(tiny(optimizer=optimizer), out=out, data_dir=fake,
+                 download=False, progress=stop_at(17, keep_eval_checkpoint))
+    run_dir = only_run_dir(out)
+    assert not (run_dir / "model.npz").exists()
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ck:
+        assert int(ck["step"]) == 17 and ck["perm"].size == TRAIN
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and summary["steps"] == 17
+
+    trainer_mod.resume(run_dir, data_dir=fake)
+    assert_same_params(params_of(run_dir), params_of(ref))
+    assert metric_rows(run_dir) == metric_rows(ref)
+    assert not (run_dir / "checkpoint.npz").exists()
+
+    with np.load(saved / "checkpoint.npz", allow_pickle=False) as ck:
+        assert int(ck["step"]) == 15
+    trainer_mod.resume(saved, data_dir=fake)
+    assert_same_params(params_of(saved), params_of(ref))
+    assert metric_rows(saved) == metric_rows(ref)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM],
+                         ids=["SIGINT", "SIGTERM"])
+def test_signal_inside_an_update_waits_for_the_step_to_end(signum, fake,
+                                                           tmp_path,
+                                                           monkeypatch):
+    # the signal arrives after the first param of update 13 has moved and
+    # before the others have: the checkpoint must not hold that half step
+    ref = reference_run(fake, tmp_path / "ref")
+    adam = OPTIMIZERS["adam"]
+    plain = adam.step
+
+    def split_step(self, params, grads, eta):
+        if self.t != 12:
+            return plain(self, params, grads, eta)
+        keys = list(grads)
+        plain(self, params, {k: grads[k] for k in keys[:1]}, eta)
+        self.t -= 1          # the second half is the same update
+        os.kill(os.getpid(), signum)
+        plain(self, params, {k: grads[k] for k in keys[1:]}, eta)
+
+    monkeypatch.setattr(adam, "step", split_step)
+    out = tmp_path / "cut"
+    with pytest.raises(KeyboardInterrupt):
+        gn.train(tiny(), out=out, data_dir=fake, download=False)
+    monkeypatch.setattr(adam, "step", plain)
+    run_dir = only_run_dir(out)
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ck:
+        assert int(ck["step"]) == 13
+    trainer_mod.resume(run_dir, data_dir=fake)
+    assert_same_params(params_of(run_dir), params_of(ref))
+    # the handlers are restored once the run is over
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_before_training_leaves_no_resume_hint(fake, tmp_path,
+                                                         monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_mod, "load_dataset", interrupted)
+    spec = write_spec(tmp_path / "tiny.json", tiny())
+    code, out, err = cli("run", spec, "--data-dir", fake, "--out",
+                         tmp_path / "runs")
+    assert code == 130
+    assert "nothing to resume" in out and "--resume" not in out
+    assert "graphnet run: interrupted" in err
+
+
+def test_real_sigint_to_a_real_run(fake, tmp_path):
+    # a slower net (wider layer, float64) so the signal lands mid-run
+    spec = tiny(steps=160, eval_every=4, batch_size=20)
+    spec["graph"]["mlp"]["hidden"] = [64, 8]
+    path = write_spec(tmp_path / "tiny.json", spec)
+    out, ref = tmp_path / "runs", tmp_path / "ref"
+    reference = subprocess.Popen(
+        graphnet_cmd("run", path, "--data-dir", fake, "--out", ref),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=subprocess_env(tmp_path), cwd=tmp_path)
+    proc = subprocess.Popen(
+        graphnet_cmd("run", path, "--data-dir", fake, "--out", out),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=subprocess_env(tmp_path), cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        metrics = list(out.glob("*/metrics.csv"))
+        if metrics and len(metrics[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    run_dir = only_run_dir(out)
+    assert proc.returncode == 130, stderr
+    assert f"graphnet run --resume {run_dir}" in stdout
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ck:
+        stopped_at = int(ck["step"])
+    assert 0 < stopped_at < 160
+
+    proc = run_subprocess(tmp_path, "run", "--resume", run_dir,
+                          "--data-dir", fake)
+    assert proc.returncode == 0, proc.stderr
+    assert reference.wait(timeout=120) == 0, reference.stderr.read()
+    assert_same_params(params_of(run_dir), params_of(only_run_dir(ref)))
+    assert metric_rows(run_dir) == metric_rows(only_run_dir(ref))
+
+
+def test_resume_refusals(fake, tmp_path):
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=5))
+    code, _, _ = cli("run", spec, "--data-dir", fake, "--out",
+                     tmp_path / "runs")
+    assert code == 0
+    done = only_run_dir(tmp_path / "runs")
+    code, _, err = cli("run", "--resume", done, "--data-dir", fake)
+    assert code == 2
+    short_error(err, "no checkpoint.npz", "the run has finished")
+    code, _, err = cli("run", "--resume", tmp_path, "--data-dir", fake)
+    assert code == 2
+    short_error(err, "no checkpoint.npz")
+    code, _, err = cli("run", spec, "--resume", done)
+    assert code == 2
+    short_error(err, "either SPEC or --resume")
+    code, _, err = cli("run", "--resume", done, "--set", "loss.l2=1")
+    assert code == 2
+    short_error(err, "--set and --seed cannot change it")
+
+
+@pytest.mark.parametrize("damage", ["garbage", "other-spec", "object"])
+def test_damaged_checkpoint_is_refused(damage, fake, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        gn.train(tiny(), out=tmp_path / "runs", data_dir=fake,
+                 download=False, progress=stop_at(7))
+    run_dir = only_run_dir(tmp_path / "runs")
+    ck = run_dir / "checkpoint.npz"
+    if damage == "garbage":
+        ck.write_bytes(ck.read_bytes()[:200])
+    elif damage == "other-spec":
+        with np.load(ck) as f:
+            arrays = {k: f[k] for k in f.files}
+        arrays["param/fc1.W"] = arrays["param/fc1.W"][:, :10]
+        np.savez(ck, **arrays)
+    else:
+        np.savez(ck, step=np.array([{"a": 1}], dtype=object))
+    code, _, err = cli("run", "--resume", run_dir, "--data-dir", fake)
+    assert code == 2
+    short_error(err, "checkpoint.npz")
+
+
+# ---- divergence ----------------------------------------------------------
+
+@pytest.mark.parametrize("eta, init", [(20, "he"), (1e4, "he"),
+                                       (0.1, {"normal": 1e3})],
+                         ids=["eta-20", "eta-1e4", "init-1e3"])
+def test_divergence_stops_at_once_and_keeps_what_it_had(eta, init, fake,
+                                                        tmp_path):
+    spec = tiny(steps=40, eval_every=5, dtype="float32",
+                optimizer={"type": "sgd", "momentum": 0.9},
+                schedule={"type": "constant", "eta": eta})
+    spec["graph"]["mlp"].update(hidden=[20, 20], norm="none", dropout=0.0,
+                                init=init)
+    path = write_spec(tmp_path / "div.json", spec)
+    code, _, err = cli("run", path, "--data-dir", fake, "--out",
+                       tmp_path / "runs")
+    assert code == 1
+    short_error(err, "graphnet run: failed: ", "learning rate is likely "
+                "too high or the initialization too large")
+    run_dir = only_run_dir(tmp_path / "runs")
+    step = int(re.search(r"step (\d+)", err).group(1))
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("step,epoch,eta") and len(rows) >= 2
+    assert not (run_dir / "model.npz").exists()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    ck = run_dir / "checkpoint.npz"
+    if ck.exists():   # the last good one: finite, before the failure
+        with np.load(ck, allow_pickle=False) as f:
+            assert int(f["step"]) < step and int(f["step"]) % 5 == 0
+            assert f"checkpoint of step {int(f['step'])}" in err
+            for key in f.files:
+                if key.startswith("param/"):
+                    assert np.isfinite(f[key]).all()
+    else:
+        assert "no checkpoint was written yet" in err
