@@ -685,3 +685,204 @@ def test_divergence_stops_at_once_and_keeps_what_it_had(eta, init, fake,
                     assert np.isfinite(f[key]).all()
     else:
         assert "no checkpoint was written yet" in err
+
+
+# ---- bad data through the command line -----------------------------------
+
+class RunsCode:
+    """Pickles to a call of os.system: loading it would run a command."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def break_batch(folder, how, marker):
+    """Damage data_batch_2 (or remove data_batch_3) of a fake set."""
+    target = folder / "data_batch_2"
+    if how == "missing":
+        (folder / "data_batch_3").unlink()
+    elif how == "truncated":
+        target.write_bytes(target.read_bytes()[:5000])
+    elif how == "corrupted":
+        payload = bytearray(target.read_bytes())
+        payload[:64] = np.random.default_rng(0).bytes(64)
+        target.write_bytes(bytes(payload))
+    elif how in ("shape", "labels"):
+        with open(target, "rb") as f:
+            batch = pickle.load(f)
+        if how == "shape":
+            batch[b"data"] = batch[b"data"][:, :3000]
+        else:
+            batch[b"labels"][5] = 10
+        target.write_bytes(pickle.dumps(batch))
+    else:
+        target.write_bytes(pickle.dumps(
+            {b"data": RunsCode(f"touch {marker}"), b"labels": [0]}))
+
+
+DATA_CASES = {
+    "missing": ("data_batch_3", "missing or unreadable"),
+    "truncated": ("data_batch_2", "truncated or corrupted"),
+    "corrupted": ("data_batch_2", "cannot be read"),
+    "shape": ("data_batch_2", "should be a uint8 array of shape (N, 3072)"),
+    "labels": ("data_batch_2", "labels must be in 0..9, found 10 at index 5"),
+    "code": ("data_batch_2", "refusing to load global"),
+}
+
+
+@pytest.mark.parametrize("how", list(DATA_CASES))
+def test_bad_data_exits_2_naming_the_file(how, tmp_path):
+    written = write_fake_cifar(tmp_path / "data", n_per_batch=40, n_test=50)
+    marker = tmp_path / "code-ran"
+    break_batch(written["folder"], how, marker)
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=2))
+    code, out, err = cli("run", spec, "--data-dir", tmp_path / "data",
+                         "--out", tmp_path / "runs")
+    assert code == 2
+    name, needle = DATA_CASES[how]
+    short_error(err, "graphnet run: error: ", name, needle)
+    assert not marker.exists()
+    assert not (tmp_path / "runs").exists()   # no run folder for bad data
+
+
+def test_code_in_a_batch_runs_nothing_in_a_real_process(tmp_path):
+    written = write_fake_cifar(tmp_path / "data", n_per_batch=40, n_test=50)
+    marker = tmp_path / "code-ran"
+    break_batch(written["folder"], "code", marker)
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=2))
+    proc = run_subprocess(tmp_path, "run", spec, "--data-dir",
+                          tmp_path / "data", "--out", tmp_path / "runs")
+    assert proc.returncode == 2
+    short_error(proc.stderr, "data_batch_2", "posix.system")
+    assert not marker.exists()
+    # the payload is real: a plain unpickler runs it
+    pickle.loads((written["folder"] / "data_batch_2").read_bytes())
+    assert marker.exists()
+
+
+def test_split_larger_than_the_data_exits_2(fake, tmp_path):
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=2))
+    code, _, err = cli("run", spec, "--data-dir", fake, "--set",
+                       "data.train=190", "--out", tmp_path / "runs")
+    assert code == 2
+    short_error(err, "exceeds the 200 training images")
+
+
+# ---- loading without pickle ----------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(fake, tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished")
+    gn.train(tiny(steps=6), out=out, data_dir=fake, download=False)
+    return only_run_dir(out)
+
+
+def test_eval_refuses_a_model_with_an_object_array(finished_run, fake,
+                                                   tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    arrays = params_of(run_dir)
+    arrays["fc1.W"] = np.array([RunsCode(f"touch {tmp_path / 'ran'}")],
+                               dtype=object)
+    np.savez(run_dir / "model.npz", **arrays)
+    code, out, err = cli("eval", run_dir, "--data-dir", fake)
+    assert code == 2
+    short_error(err, "model.npz", "Object arrays cannot be loaded")
+    assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("damage, needle", [
+    ("missing", "model.npz: file not found"),
+    ("garbage", "not a readable graphnet array file"),
+    ("shapes", "network expects"),
+    ("spec", "spec.json"),
+])
+def test_eval_refuses_damaged_run_folders(damage, needle, finished_run, fake,
+                                          tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    model = run_dir / "model.npz"
+    if damage == "missing":
+        model.unlink()
+    elif damage == "garbage":
+        model.write_bytes(b"PK\x03\x04 not really a zip")
+    elif damage == "shapes":
+        arrays = params_of(run_dir)
+        arrays["fc1.W"] = arrays["fc1.W"][:, :5]
+        np.savez(model, **arrays)
+    else:
+        (run_dir / "spec.json").write_text('{"graph": {"mlp": {"hidden": [')
+    code, _, err = cli("eval", run_dir, "--data-dir", fake)
+    assert code == 2
+    short_error(err, needle)
+
+
+def test_specs_cannot_name_code_to_import(tmp_path):
+    # anything that looks like a reference to code is an unknown name
+    for key, value, path in [
+            ("train.optimizer", {"type": "torch.optim.SGD"},
+             "train.optimizer.type"),
+            ("graph.mlp.init", "os.system", "graph.mlp.init"),
+            ("loss.op", "__import__('os')", "loss.op")]:
+        spec = write_spec(tmp_path / "s.json", with_(key, value))
+        code, _, err = cli("validate", spec)
+        assert code == 2
+        short_error(err, path, "valid choices")
+
+
+# ---- run folders and atomic writes ----------------------------------------
+
+def test_runs_in_the_same_second_get_distinct_folders(fake, tmp_path,
+                                                      monkeypatch):
+    monkeypatch.setattr(time, "strftime", lambda fmt: "20250101-120000")
+    for _ in range(3):
+        gn.train(tiny(steps=2), out=tmp_path, data_dir=fake, download=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["tiny-20250101-120000", "tiny-20250101-120000-2",
+                     "tiny-20250101-120000-3"]
+    for name in names:   # each run wrote its own complete folder
+        assert json.loads((tmp_path / name / "summary.json").read_text())[
+            "status"] == "finished"
+
+
+def test_a_failed_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    from graphnet import runs
+    target = tmp_path / "summary.json"
+    runs.write_json(target, {"a": 1})
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        runs.write_json(target, {"a": 2})
+    with pytest.raises(OSError, match="disk full"):
+        runs.save_npz(tmp_path / "model.npz", {"w": np.ones(3)})
+    assert json.loads(target.read_text()) == {"a": 1}
+    # no temporary files left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+
+def test_every_run_file_is_written_through_a_rename(finished_run, fake,
+                                                    tmp_path, monkeypatch):
+    from graphnet import runs
+    renamed = []
+    real = os.replace
+
+    def spy(src, dst):
+        renamed.append(Path(dst).name)
+        assert Path(src).parent == Path(dst).parent
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "replace", spy)
+    monkeypatch.setattr(runs.os, "replace", spy)
+    with pytest.raises(KeyboardInterrupt):
+        gn.train(tiny(), out=tmp_path, data_dir=fake, download=False,
+                 progress=stop_at(7))
+    trainer_mod.resume(only_run_dir(tmp_path), data_dir=fake)
+    for name in ("spec.json", "metrics.csv", "checkpoint.npz",
+                 "summary.json", "model.npz"):
+        assert name in renamed, name
