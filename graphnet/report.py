@@ -237,6 +237,8 @@ class Study:
             later = [n for n, r in s["runs"].items() if r["best_of"] == name]
             pending.update(self.start([(n, run_spec(s, n, best))
                                        for n in later]))
+        # TODO: announce named runs as they end rather than after the
+        # sweeps; when one loop collects runs and sweep rounds together
         for name, row in finish_runs(pending):
             self.keep_run(name, row)
         self.finish_checks(checks)
