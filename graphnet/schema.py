@@ -184,7 +184,9 @@ def fill(value, fields, path):
     """Check every field of an object and fill defaults, in field order."""
     out = {}
     for key, field in fields.items():
-        if key in value:
+        if key in value and value[key] is None and field.default is None:
+            out[key] = None   # an explicit null is the default, as written
+        elif key in value:
             out[key] = field.check(value[key], join(path, key))
         elif field.default is REQUIRED:
             raise SpecError(join(path, key), "required key is missing")
