@@ -492,7 +492,14 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(optimizer, fake,
     # 10 updates per epoch, evaluation every 5: the interrupt at 17 lands
     # mid-epoch between evaluations; the checkpoint of step 15 is kept
     # aside to check that an evaluation checkpoint resumes exactly too
-    ref = reference_run(fake, tmp_path / "ref", optimizer=optimizer)
+    # a cyclic schedule without "cycles" (the steps say how long) has a
+    # null in spec.json, which resuming must read back
+    cyclic = {"type": "cyclic", "eta_min": 1e-4, "eta_max": 0.05,
+              "step_size": 6}
+    sched = cyclic if optimizer["type"] == "sgd" else tiny()["train"][
+        "schedule"]
+    ref = reference_run(fake, tmp_path / "ref", optimizer=optimizer,
+                        schedule=sched)
     out = tmp_path / "cut"
     saved = tmp_path / "at-15"
 
@@ -501,7 +508,8 @@ def test_interrupt_and_resume_match_an_uninterrupted_run(optimizer, fake,
             shutil.copytree(only_run_dir(out), saved)
 
     with pytest.raises(KeyboardInterrupt):
-        gn.train(tiny(optimizer=optimizer), out=out, data_dir=fake,
+        gn.train(tiny(optimizer=optimizer, schedule=sched), out=out,
+                 data_dir=fake,
                  download=False, progress=stop_at(17, keep_eval_checkpoint))
     run_dir = only_run_dir(out)
     assert not (run_dir / "model.npz").exists()
