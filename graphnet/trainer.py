@@ -135,6 +135,7 @@ class Trainer:
         update (a second signal) keeps the previous checkpoint instead.
         """
         start = time.perf_counter() - self.elapsed
+        ck_every = self.cfg["checkpoint_every"]   # besides every evaluation
         in_update = False
         try:
             if self.step == 0 and not self.rows:
@@ -150,6 +151,9 @@ class Trainer:
                 if self.step % self.eval_every == 0 or self.step == self.total:
                     self.elapsed = time.perf_counter() - start
                     self.check_finite(self.evaluate(eta))
+                    self.checkpoint()
+                elif ck_every and self.step % ck_every == 0:
+                    self.elapsed = time.perf_counter() - start
                     self.checkpoint()
         except KeyboardInterrupt:
             self.elapsed = time.perf_counter() - start

@@ -894,3 +894,29 @@ def test_every_run_file_is_written_through_a_rename(finished_run, fake,
     for name in ("spec.json", "metrics.csv", "checkpoint.npz",
                  "summary.json", "model.npz"):
         assert name in renamed, name
+
+
+def test_checkpoint_every_adds_checkpoints_between_evaluations(fake,
+                                                              tmp_path):
+    # resuming from the checkpoint of step 12 (no evaluation there) ends
+    # like the reference run
+    ref = reference_run(fake, tmp_path / "ref")
+    out, saved = tmp_path / "cut", tmp_path / "at-12"
+    steps = []
+
+    def note(done):   # called before the step's own checkpoint
+        ck = only_run_dir(out) / "checkpoint.npz"
+        if ck.exists():
+            with np.load(ck) as f:
+                steps.append(int(f["step"]))
+        if done == 13:
+            shutil.copytree(only_run_dir(out), saved)
+
+    with pytest.raises(KeyboardInterrupt):
+        gn.train(tiny(checkpoint_every=4), out=out, data_dir=fake,
+                 download=False, progress=stop_at(14, note))
+    # every 4 steps and at every evaluation (5, 10)
+    assert sorted(set(steps)) == [4, 5, 8, 10, 12]
+    trainer_mod.resume(saved, data_dir=fake)
+    assert_same_params(params_of(saved), params_of(ref))
+    assert metric_rows(saved) == metric_rows(ref)
