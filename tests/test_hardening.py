@@ -31,7 +31,7 @@ from graphnet import trainer as trainer_mod
 from graphnet.cli import main
 from graphnet.errors import GraphnetError, RunError, SpecError
 from graphnet.optim import OPTIMIZERS
-from graphnet.spec import TOP
+from graphnet.spec import TOP, validate
 
 from conftest import ROOT, TEST_SPECS
 from fakecifar import write_fake_cifar
@@ -406,7 +406,8 @@ def mutated_specs(draw, max_depth=3000):
 def check_outcome(raw):
     """Validate ``raw``: it passes, or fails with a path into the spec."""
     try:
-        spec = gn.load_spec(raw)
+        # a str given to load_spec is a file name: check it as a value
+        spec = validate(raw) if isinstance(raw, str) else gn.load_spec(raw)
     except SpecError as exc:
         where = exc.path or "spec"
         assert str(exc).startswith(f"{where}: "), str(exc)
