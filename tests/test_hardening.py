@@ -581,7 +581,7 @@ def test_interrupt_before_training_leaves_no_resume_hint(fake, tmp_path,
 
 def test_real_sigint_to_a_real_run(fake, tmp_path):
     # a slower net (wider layer, float64) so the signal lands mid-run
-    spec = tiny(steps=160, eval_every=4, batch_size=20)
+    spec = tiny(steps=120, eval_every=4, batch_size=20)
     spec["graph"]["mlp"]["hidden"] = [64, 8]
     path = write_spec(tmp_path / "tiny.json", spec)
     out, ref = tmp_path / "runs", tmp_path / "ref"
@@ -608,7 +608,7 @@ def test_real_sigint_to_a_real_run(fake, tmp_path):
     assert "interrupted" in stderr and "Traceback" not in stderr
     with np.load(run_dir / "checkpoint.npz", allow_pickle=False) as ck:
         stopped_at = int(ck["step"])
-    assert 0 < stopped_at < 160
+    assert 0 < stopped_at < 120
 
     proc = run_subprocess(tmp_path, "run", "--resume", run_dir,
                           "--data-dir", fake)
@@ -847,11 +847,10 @@ def test_specs_cannot_name_code_to_import(tmp_path):
 def test_runs_in_the_same_second_get_distinct_folders(fake, tmp_path,
                                                       monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt: "20250101-120000")
-    for _ in range(3):
+    for _ in range(2):
         gn.train(tiny(steps=2), out=tmp_path, data_dir=fake, download=False)
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["tiny-20250101-120000", "tiny-20250101-120000-2",
-                     "tiny-20250101-120000-3"]
+    assert names == ["tiny-20250101-120000", "tiny-20250101-120000-2"]
     for name in names:   # each run wrote its own complete folder
         assert json.loads((tmp_path / name / "summary.json").read_text())[
             "status"] == "finished"
