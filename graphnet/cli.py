@@ -238,6 +238,9 @@ def main(argv=None):
     except RunError as exc:
         print(f"graphnet {args.verb}: failed: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:      # disk full, permissions: one line, no trace
+        print(f"graphnet {args.verb}: failed: {exc}", file=sys.stderr)
+        return 1
     except MemoryError:
         print(f"graphnet {args.verb}: failed: out of memory; use a smaller "
               "network, batch or data split", file=sys.stderr)

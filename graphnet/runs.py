@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from .errors import DataError, GraphnetError
 
 METRICS = ("step", "epoch", "eta", "train_cost", "train_loss",
            "train_accuracy", "val_cost", "val_loss", "val_accuracy",
@@ -33,15 +33,20 @@ def new_run_dir(out, name):
     suffix ``-2``, ``-3``... is added: a run never overwrites another.
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    for i in range(1, 1000):
-        path = out / (f"{name}-{stamp}" if i == 1 else f"{name}-{stamp}-{i}")
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for i in range(1, 1000):
+            path = out / (f"{name}-{stamp}" if i == 1
+                          else f"{name}-{stamp}-{i}")
+            try:
+                path.mkdir()
+                return path
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise GraphnetError(f"{out}: cannot create a run folder there "
+                            f"({exc.strerror or exc})") from None
     raise OSError(f"no free run folder name under {out}")
 
 

@@ -920,3 +920,26 @@ def test_checkpoint_every_adds_checkpoints_between_evaluations(fake,
     trainer_mod.resume(saved, data_dir=fake)
     assert_same_params(params_of(saved), params_of(ref))
     assert metric_rows(saved) == metric_rows(ref)
+
+
+def test_unusable_out_folder_exits_2(fake, tmp_path):
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=2))
+    (tmp_path / "a-file").write_text("")
+    code, _, err = cli("run", spec, "--data-dir", fake, "--out",
+                       tmp_path / "a-file")
+    assert code == 2
+    short_error(err, "a-file: cannot create a run folder there")
+
+
+def test_a_full_disk_fails_in_one_line(fake, tmp_path, monkeypatch):
+    from graphnet import runs
+
+    def full(path, arrays):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runs, "save_npz", full)
+    spec = write_spec(tmp_path / "tiny.json", tiny(steps=6))
+    code, _, err = cli("run", spec, "--data-dir", fake, "--out",
+                       tmp_path / "runs")
+    assert code == 1
+    short_error(err, "graphnet run: failed: ", "No space left on device")
