@@ -762,6 +762,11 @@ def render_report(study, seconds):
              f"{study.trained} runs trained and {study.reused} reused in "
              f"{seconds:.0f} s on {study.runner.where}. Run folders are "
              "named relative to this report's folder.", ""]
+    rows = list(study.runs.values()) + [r for sw in study.sweeps.values()
+                                        for r in sw["rows"]]
+    total = sum(r.get("wall_seconds") or 0 for r in rows)
+    head[-2] += (f" The {len(rows)} runs' own training times (wall_seconds "
+                 f"in their summary.json) add up to {total:.0f} s.")
     blocks = [("md", "\n".join(head))]
     for i, section in enumerate(s["sections"], start=1):
         blocks.append(("md", f"## {i}. {section.cfg['title']}"))
