@@ -26,6 +26,15 @@ METRICS = ("step", "epoch", "eta", "train_cost", "train_loss",
            "seconds")
 
 
+def _file_mode():
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def new_run_dir(out, name):
     """Create and return a fresh ``<out>/<name>-<stamp>`` folder.
 
@@ -55,6 +64,7 @@ def atomic_write(path, data, mode="w"):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, FILE_MODE)  # mkstemp's 0600 would hide runs from others
         with os.fdopen(fd, mode) as f:
             f.write(data)
         os.replace(tmp, path)
@@ -80,6 +90,7 @@ def save_npz(path, arrays):
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=".npz")
+    os.fchmod(fd, FILE_MODE)
     os.close(fd)
     try:
         np.savez(tmp, **arrays)
