@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 import graphnet as gn
 from graphnet import trainer as trainer_mod
 from graphnet.cli import main
-from graphnet.errors import GraphnetError, RunError, SpecError
+from graphnet.errors import SpecError
 from graphnet.optim import OPTIMIZERS
 from graphnet.spec import TOP, validate
 
@@ -896,8 +896,7 @@ def test_every_run_file_is_written_through_a_rename(finished_run, fake,
         assert name in renamed, name
 
 
-def test_checkpoint_every_adds_checkpoints_between_evaluations(fake,
-                                                              tmp_path):
+def test_checkpoint_every_adds_resumable_checkpoints(fake, tmp_path):
     # resuming from the checkpoint of step 12 (no evaluation there) ends
     # like the reference run
     ref = reference_run(fake, tmp_path / "ref")
