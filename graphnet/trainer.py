@@ -259,9 +259,13 @@ class Trainer:
         except (KeyError, ValueError, TypeError) as exc:
             raise DataError(f"{path}: not a checkpoint of this run's "
                             f"spec.json ({exc})") from None
-        self.rows = [r for r in runs.read_metrics(self.run_dir /
-                                                  "metrics.csv")
-                     if r["step"] <= self.step]
+        path = self.run_dir / "metrics.csv"
+        try:
+            rows = runs.read_metrics(path)
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DataError(f"{path}: unreadable ({exc}); the run cannot "
+                            "be resumed without its metrics") from None
+        self.rows = [r for r in rows if r["step"] <= self.step]
 
     def finish(self):
         """Test figures, model.npz, curves.png and summary.json."""

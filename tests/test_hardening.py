@@ -638,7 +638,8 @@ def test_resume_refusals(fake, tmp_path):
     short_error(err, "--set and --seed cannot change it")
 
 
-@pytest.mark.parametrize("damage", ["garbage", "other-spec", "object"])
+@pytest.mark.parametrize("damage", ["garbage", "other-spec", "object",
+                                    "metrics", "no-metrics"])
 def test_damaged_checkpoint_is_refused(damage, fake, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         gn.train(tiny(), out=tmp_path / "runs", data_dir=fake,
@@ -652,11 +653,16 @@ def test_damaged_checkpoint_is_refused(damage, fake, tmp_path):
             arrays = {k: f[k] for k in f.files}
         arrays["param/fc1.W"] = arrays["param/fc1.W"][:, :10]
         np.savez(ck, **arrays)
-    else:
+    elif damage == "object":
         np.savez(ck, step=np.array([{"a": 1}], dtype=object))
+    elif damage == "metrics":
+        (run_dir / "metrics.csv").write_text("step,epoch\nfive,0.5\n")
+    else:
+        (run_dir / "metrics.csv").unlink()
     code, _, err = cli("run", "--resume", run_dir, "--data-dir", fake)
     assert code == 2
-    short_error(err, "checkpoint.npz")
+    short_error(err, "metrics.csv" if "metrics" in damage
+                else "checkpoint.npz")
 
 
 # ---- divergence ----------------------------------------------------------
