@@ -898,8 +898,13 @@ def test_every_run_file_is_written_through_a_rename(finished_run, fake,
                  progress=stop_at(7))
     trainer_mod.resume(only_run_dir(tmp_path), data_dir=fake)
     for name in ("spec.json", "metrics.csv", "checkpoint.npz",
-                 "summary.json", "model.npz"):
+                 "summary.json", "model.npz", "curves.png"):
         assert name in renamed, name
+    assert any(name.startswith("network.") for name in renamed)
+    # and nothing else appears in the folder: no temporary leftovers
+    assert {p.name.split(".")[0] for p in only_run_dir(tmp_path).iterdir()
+            } == {"spec", "metrics", "summary", "model", "curves",
+                  "network"}
 
 
 def test_checkpoint_every_adds_resumable_checkpoints(fake, tmp_path):
