@@ -953,3 +953,29 @@ def test_a_full_disk_fails_in_one_line(fake, tmp_path, monkeypatch):
                        tmp_path / "runs")
     assert code == 1
     short_error(err, "graphnet run: failed: ", "No space left on device")
+
+
+def test_the_package_never_unpickles_freely_or_imports_by_name():
+    # a static guard: np.load always with allow_pickle=False, pickle only
+    # through the restricted unpickler of graphnet.data, and no eval,
+    # exec or import by a name that a spec could supply
+    import ast
+    for path in sorted((ROOT / "graphnet").rglob("*.py")):
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = (func.id if isinstance(func, ast.Name) else
+                    func.attr if isinstance(func, ast.Attribute) else "")
+            owner = (func.value.id if isinstance(func, ast.Attribute)
+                     and isinstance(func.value, ast.Name) else "")
+            where = f"{path.name}:{node.lineno}"
+            assert name not in ("eval", "exec", "__import__",
+                                "import_module"), where
+            assert not (owner == "pickle" and name in (
+                "load", "loads", "Unpickler")), where
+            if owner in ("np", "numpy") and name == "load":
+                flags = {k.arg: getattr(k.value, "value", None)
+                         for k in node.keywords}
+                assert flags.get("allow_pickle") is False, where
