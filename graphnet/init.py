@@ -25,9 +25,9 @@ def check_init(value, path):
     """Validate an ``init`` attribute; return it normalised."""
     if isinstance(value, str):
         if value not in INITIALIZERS:
-            known = list(INITIALIZERS) + ["normal"]
             raise SpecError(path, f"unknown init {value!r}"
-                                  f"{choices_hint(value, known)}")
+                            f"{choices_hint(value, INITIALIZERS)}, or "
+                            "{\"normal\": sigma} for a fixed sigma")
         return value
     if isinstance(value, dict) and list(value) == ["normal"]:
         return {"normal": _SIGMA.check(value["normal"], f"{path}.normal")}
