@@ -15,7 +15,6 @@ file that asks for anything else is refused before it can do harm.
 Shape letters: ``n`` examples, ``d`` features (3072 for CIFAR-10).
 """
 
-import functools
 import hashlib
 import http.client
 import logging
@@ -395,19 +394,38 @@ def _signature(folder):
     return tuple(sig)
 
 
-@functools.lru_cache(maxsize=2)
-def _read_folder(folder, signature):
-    """Read and validate all batches of ``folder`` (cached per process)."""
-    del signature  # part of the cache key only
+def _read_train(folder):
+    """The training batches stacked, copied in one at a time.
+
+    Stacking the five batches with one concatenate held them all twice,
+    and the freed copies stayed in the process's heap for the whole run.
+    The array is sized from the first batch (official batches hold
+    10,000 rows each) and grown only if a later batch does not fit.
+    """
+    X, labels, at = None, [], 0
+    for name in TRAIN_FILES:
+        x, y = _check_batch(_read_pickle(folder / name), folder / name)
+        if X is None:
+            X = np.empty((len(x) * len(TRAIN_FILES), N_FEATURES), np.uint8)
+        elif at + len(x) > len(X):
+            X = np.concatenate([X[:at], x])
+        X[at:at + len(x)] = x
+        labels.append(y)
+        at += len(x)
+        del x   # free each batch before the next one is read
+    return (X if at == len(X) else X[:at].copy()), np.concatenate(labels)
+
+
+def _read_batches(folder):
+    """Read and validate all batches of ``folder`` into read-only arrays."""
     start = time.perf_counter()
     folder = Path(folder)
-    parts = [_check_batch(_read_pickle(folder / f), folder / f)
-             for f in TRAIN_FILES]
+    X_train, y_train = _read_train(folder)
     X_test, y_test = _check_batch(_read_pickle(folder / TEST_FILE),
                                   folder / TEST_FILE)
     arrays = {
-        "X_train": np.concatenate([x for x, _ in parts]),
-        "y_train": np.concatenate([y for _, y in parts]),
+        "X_train": X_train,
+        "y_train": y_train,
         "X_test": np.ascontiguousarray(X_test),
         "y_test": y_test,
     }
@@ -420,11 +438,35 @@ def _read_folder(folder, signature):
     return arrays
 
 
+_RAW_CACHE = {}   # (folder, signature) -> arrays, the last two read
+_RAW_CACHE_SIZE = 2
+
+
+def _raw_arrays(data_dir, download, keep):
+    """The raw arrays of the data set, from the cache or the files.
+
+    ``keep`` puts freshly read arrays into the cache; without it they
+    live only as long as the caller holds them (176 MiB for CIFAR-10).
+    """
+    folder = find_data_dir(data_dir, download) / FOLDER_NAME
+    key = (str(folder), _signature(folder))
+    arrays = _RAW_CACHE.get(key)
+    if arrays is None:
+        arrays = _read_batches(folder)
+        if keep:
+            while len(_RAW_CACHE) >= _RAW_CACHE_SIZE:
+                del _RAW_CACHE[next(iter(_RAW_CACHE))]
+            _RAW_CACHE[key] = arrays
+    return arrays
+
+
 def load_cifar10(data_dir=None, download=True):
     """Load the raw CIFAR-10 arrays.
 
-    The arrays are cached in-process, keyed on the resolved folder and the
-    size and mtime of its files, and are shared read-only between callers.
+    The arrays of the last two folders read are cached in-process, keyed
+    on the resolved folder and the size and mtime of its files, and are
+    shared read-only between callers. `load_dataset` reads through this
+    cache but does not fill it, so a run does not keep the raw arrays.
 
     Parameters
     ----------
@@ -446,8 +488,7 @@ def load_cifar10(data_dir=None, download=True):
         Data missing, a file truncated, corrupted, of the wrong shape,
         with labels out of range, or naming a global it may not load.
     """
-    folder = find_data_dir(data_dir, download) / FOLDER_NAME
-    cached = _read_folder(str(folder), _signature(folder))
+    cached = _raw_arrays(data_dir, download, keep=True)
     raw = dict(cached)
     raw["label_names"] = list(cached["label_names"])
     return raw
@@ -593,7 +634,9 @@ def load_dataset(data_cfg, data_dir=None, dtype="float32", download=True):
     """
     n_train, n_val, preprocess = _settings(data_cfg)
     dtype = _float_dtype(dtype)
-    raw = load_cifar10(data_dir, download)
+    # Not kept in the cache: a run holds only the prepared splits.
+    # Callers that load many times keep the Dataset itself (sweeps do).
+    raw = _raw_arrays(data_dir, download, keep=False)
     n_all = raw["X_train"].shape[0]
     if n_train + n_val > n_all:
         raise DataError(
@@ -617,7 +660,7 @@ def load_dataset(data_cfg, data_dir=None, dtype="float32", download=True):
         prepare(X_train), raw["y_train"][train].copy(),
         prepare(raw["X_train"][val]), raw["y_train"][val].copy(),
         prepare(raw["X_test"]), raw["y_test"].copy(),
-        mean=mean, std=std, label_names=raw["label_names"])
+        mean=mean, std=std, label_names=list(raw["label_names"]))
     logger.info("dataset: %d train, %d val, %d test, %s, %s (%.2f s)",
                 n_train, n_val, len(data.y_test), preprocess, dtype.name,
                 time.perf_counter() - start)
