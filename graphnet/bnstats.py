@@ -56,13 +56,28 @@ class EMA:
 
     def __init__(self, cfg):
         self.alpha = cfg["alpha"]
+        self._pairs = (None, {})   # (net, {node: (mean, var) buffers})
+
+    def buffer_pairs(self, net):
+        """{bn node: (mean, var) buffers} of ``net``, looked up once.
+
+        Buffers are only ever updated in place, so the arrays found for
+        one network stay its buffers for its whole life.
+        """
+        if self._pairs[0] is not net:
+            self._pairs = (net, {
+                name: (net.buffers[name + ".mean"],
+                       net.buffers[name + ".var"])
+                for name in (step.name for step in net.steps
+                             if is_bn(step.op))})
+        return self._pairs[1]
 
     def update(self, net, first):
         """Fold the last train-mode pass's batch statistics into ``net``."""
         a = self.alpha
+        pairs = self.buffer_pairs(net)
         for node, (mu, var) in net.batch_stats().items():
-            mean = net.buffers[node + ".mean"]
-            pop_var = net.buffers[node + ".var"]
+            mean, pop_var = pairs[node]
             if first:
                 mean[...] = mu
                 pop_var[...] = var

@@ -94,6 +94,9 @@ class Network:
             log.debug("node %s (%s) <- %s: width %d", node["name"],
                       node["op"], ", ".join(node["inputs"]),
                       self.widths[node["name"]])
+        # steps whose op keeps batch statistics (BN), for batch_stats()
+        self.bn_steps = [(i, step.name) for i, step in enumerate(self.steps)
+                         if hasattr(step.op, "batch_stats")]
         self.output_slot = slot[graph["output"]]
         self.n_values = len(slot)
         self._caches = None
@@ -191,9 +194,9 @@ class Network:
 
     def batch_stats(self):
         """{bn node: (mean, var)} of the last train-mode forward pass."""
-        return {step.name: step.op.batch_stats(cache)
-                for step, cache in zip(self.steps, self._caches)
-                if hasattr(step.op, "batch_stats") and cache[3]}
+        caches = self._caches
+        return {name: self.steps[i].op.batch_stats(caches[i])
+                for i, name in self.bn_steps if caches[i][3]}
 
     def predict_proba(self, X, chunk=10000):
         """Class probabilities in test mode (population BN statistics)."""
