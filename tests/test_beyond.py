@@ -69,9 +69,9 @@ def test_validate_expand_shows_the_skip_nodes(capsys):
 
 GRAD_NETS = {
     "residual BN": mlp([12] * 5, "batchnorm", residual=True),
-    "residual BN after ReLU, dropout": mlp([12, 7, 12, 6], "batchnorm",
-                                          "after_relu", residual=True,
-                                          dropout=0.2),
+    "residual BN after ReLU, dropout": mlp(
+        [12, 7, 12, 6], "batchnorm", "after_relu", residual=True,
+        dropout=0.2),
     "residual without BN": mlp([12] * 3, residual=True),
     "BN after ReLU, 4 layers": mlp([20, 15, 10], "batchnorm",
                                    "after_relu"),
@@ -187,8 +187,8 @@ def test_augment_and_dropout_change_training_and_finish(data, tmp_path):
 
     plain = run("plain")
     np.testing.assert_array_equal(plain, run("again"))
-    assert not np.allclose(plain, run("aug", augment={"flip": 1.0,
-                                                     "shift": 1}))
+    flipped = run("aug", augment={"flip": 1.0, "shift": 1})
+    assert not np.allclose(plain, flipped)
     assert not np.allclose(plain, run("drop", dropout=0.5))
 
 

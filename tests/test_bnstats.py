@@ -49,8 +49,8 @@ def test_population_stats_average_batch_means_and_variances():
     net = tiny(BN_ON_X)
     stats = bnstats.population_stats(net, batches)
     mean, var = stats["bn1"]
-    np.testing.assert_allclose(mean, np.mean([b.mean(0) for b in batches],
-                                              axis=0))
+    np.testing.assert_allclose(
+        mean, np.mean([b.mean(0) for b in batches], axis=0))
     np.testing.assert_allclose(var, np.mean([b.var(0) for b in batches],
                                             axis=0))
     pooled = np.concatenate(batches).var(0)
@@ -145,8 +145,10 @@ def test_adaptive_uses_the_test_images():
     spec = small_spec({"type": "ema"})
     net = gn.build(spec)
     stats = bnstats.reestimate(net, spec, data, "adaptive")
-    mean, var = net.buffers["bn1.mean"], net.buffers["bn1.var"]
+    mean = net.buffers["bn1.mean"]
     np.testing.assert_allclose(mean, stats["bn1"][0], rtol=1e-6)
+    np.testing.assert_allclose(net.buffers["bn1.var"], stats["bn1"][1],
+                               rtol=1e-6)
     # two batches of 50 make one pass over all 100 test images
     expect = (data.X_test.astype(np.float64) @ net.params["fc1.W"].T
               + net.params["fc1.b"]).mean(0)
