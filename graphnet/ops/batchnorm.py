@@ -43,7 +43,8 @@ class BatchNorm(Op):
             mu, var = arrays["mean"], arrays["var"]
             xc = x - mu
         inv_std = 1.0 / np.sqrt(var + self.eps)
-        xhat = xc * inv_std
+        xhat = xc
+        xhat *= inv_std     # xc is this call's own array: no new one
         out = xhat * arrays["gamma"]
         out += arrays["beta"]
         return out, (xhat, inv_std, arrays["gamma"], ctx.train, mu, var)
