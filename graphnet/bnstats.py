@@ -297,8 +297,6 @@ def reestimate(net, spec, data, mode, batches=None, augment=None,
         X = data.X_test
         count = passes * max(1, len(X) // min(size, len(X)))
         count = min(count, batches) if batches else count
-    # TODO: `graphnet eval` has no flag for augment and passes; drop
-    # this note when cli.py passes them through to cli_eval.
     flip, shift = _augment_args(augment)
 
     def feed():

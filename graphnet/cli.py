@@ -98,7 +98,17 @@ def make_parser():
                          "test accuracy and cost.")
     p.add_argument("run_dir")
     p.add_argument("--bn-stats", choices=("ema", "precise", "adaptive"),
-                   default="ema", help="BN statistics used in test mode")
+                   default="ema", help="BN statistics used in test mode: "
+                   "the run's own (ema), PreciseBN over training batches, "
+                   "or re-estimated from the test images (adaptive)")
+    p.add_argument("--flip", type=float, default=0.0, metavar="P",
+                   help="adaptive: mirror each test image with probability "
+                        "P while estimating (default 0)")
+    p.add_argument("--shift", type=int, default=0, metavar="K",
+                   help="adaptive: shift each test image by up to K pixels "
+                        "while estimating (default 0)")
+    p.add_argument("--passes", type=int, default=1,
+                   help="adaptive: passes over the test images (default 1)")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_eval)
 

@@ -513,7 +513,11 @@ def cli_eval(args):
                         dtype=spec["train"]["dtype"])
     if args.bn_stats != "ema":
         from .bnstats import reestimate
-        reestimate(net, spec, data, args.bn_stats)
+        augment = None
+        if args.flip or args.shift:
+            augment = {"flip": args.flip, "shift": args.shift}
+        reestimate(net, spec, data, args.bn_stats, augment=augment,
+                   passes=args.passes)
     test = net.evaluate(data.X_test, data.y_test)
     print(f"{args.run_dir}: test accuracy {test['accuracy']:.4f}, "
           f"test cost {test['cost']:.4f}, loss {test['loss']:.4f} "

@@ -142,6 +142,32 @@ def test_run_prints_its_folder_and_figures(small, fake, tmp_path):
     assert f"test accuracy {summary['test_accuracy']:.4f}" in out
 
 
+def test_eval_adaptive_bn_with_augmentation(small, fake, tmp_path,
+                                            monkeypatch):
+    code, out, err = cli("run", small, "--data-dir", fake, "--out",
+                         tmp_path / "runs")
+    run_dir = out.splitlines()[0].removeprefix("run folder: ")
+    seen = {}
+    from graphnet import bnstats
+    real = bnstats.reestimate
+
+    def spy(net, spec, data, mode, **kwargs):
+        seen.update(kwargs, mode=mode)
+        return real(net, spec, data, mode, **kwargs)
+
+    monkeypatch.setattr(bnstats, "reestimate", spy)
+    code, out, err = cli("eval", run_dir, "--data-dir", fake, "--bn-stats",
+                         "adaptive", "--flip", 0.5, "--shift", 1,
+                         "--passes", 2)
+    assert code == 0, err
+    assert "BN statistics: adaptive" in out
+    assert seen == {"mode": "adaptive", "augment": {"flip": 0.5, "shift": 1},
+                    "passes": 2}
+    code, _, err = cli("eval", run_dir, "--data-dir", fake, "--bn-stats",
+                       "adaptive", "--flip", 2)
+    assert code == 2 and "flip is a probability in [0, 1]" in err
+
+
 def test_eval_of_a_folder_that_is_no_run(tmp_path):
     code, _, err = cli("eval", tmp_path)
     assert code == 2
