@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import re
-import textwrap
 import time
 from concurrent.futures import Future, as_completed
 from pathlib import Path
@@ -778,72 +777,24 @@ def render_report(study, seconds):
 
 def write_report(blocks, out):
     """Write ``report.md``, ``figures/*.png`` and ``report.pdf``."""
-    from matplotlib.backends.backend_pdf import PdfPages
-
-    from .plots import plt, save_figure
+    from .pdf import write_pdf
+    from .plots import save_figure
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    md, pages = [], []
+    md = []
     for block in blocks:
         if block[0] == "md":
             md.append(block[1])
-            pages.append(("text", block[1]))
         else:
             _, name, fig, caption = block
             md.append(f"![{caption}](figures/{name})\n\n*{caption}*")
-            pages.append(("fig", fig, caption))
     runs.atomic_write(out / "report.md", "\n\n".join(md) + "\n")
     pdf_tmp = out / ".report.pdf.part"
-    with PdfPages(pdf_tmp) as pdf:
-        lines = []
-        for kind, *rest in pages + [("end",)]:
-            if kind == "text":
-                lines += text_lines(rest[0]) + [""]
-                continue
-            while lines:             # flush the text before a figure
-                lines = text_page(pdf, lines, plt)
-            if kind == "fig":
-                fig, caption = rest
-                fig.text(0.01, 0.005, caption, fontsize=7)
-                pdf.savefig(fig)
-        info = pdf.infodict()
-        info["Title"] = blocks[0][1].splitlines()[0].lstrip("# ")
-        info["Creator"] = "graphnet report"
+    write_pdf(blocks, pdf_tmp, blocks[0][1].splitlines()[0].lstrip("# "))
     pdf_tmp.replace(out / "report.pdf")
     for block in blocks:
         if block[0] == "fig":
             save_figure(block[2], out / "figures" / block[1])
-
-
-LINES_PER_PAGE, WIDTH = 70, 118
-
-
-def text_lines(md):
-    """Markdown as plain monospace lines, wrapped to the page width."""
-    out = []
-    for line in md.splitlines():
-        line = line.replace("**", "").replace("`", "")
-        if line.startswith("|"):
-            if set(line) <= set("|-"):
-                line = "-" * min(len(line), WIDTH)
-            out += [line[i:i + WIDTH] for i in range(0, max(len(line), 1),
-                                                     WIDTH)]
-        elif line.startswith("#"):
-            out += ["", line.lstrip("# ").upper()]
-        else:
-            out += textwrap.wrap(line, WIDTH) or [""]
-    return out
-
-
-def text_page(pdf, lines, plt):
-    """Put up to a page of lines on an A4 page; return the rest."""
-    fig = plt.figure(figsize=(8.27, 11.69))
-    page, rest = lines[:LINES_PER_PAGE], lines[LINES_PER_PAGE:]
-    fig.text(0.05, 0.96, "\n".join(page), family="monospace", fontsize=7,
-             va="top")
-    pdf.savefig(fig)
-    plt.close(fig)
-    return rest
 
 
 def make_report(suite_path, out, overrides=None, data_dir=None,
