@@ -51,20 +51,26 @@ def numerical_gradients(net, X, y, h=1e-6, seed=0, keys=None):
     def cost():
         return net.loss(X, y, train=True, rng=np.random.default_rng(seed))
 
-    grads = {}
-    for key in keys or net.params:
-        P = net.params[key]
-        g = np.zeros(P.shape, dtype=np.float64)
-        for i in np.ndindex(P.shape):
-            old = P[i]
-            P[i] = old + h
-            up = cost()
-            P[i] = old - h
-            down = cost()
-            P[i] = old
-            g[i] = (up - down) / (2 * h)
-        grads[key] = g
-    return grads
+    return {key: centred_differences(cost, net.params[key], h)
+            for key in keys or net.params}
+
+
+def centred_differences(f, x, h=1e-6):
+    """(f(x + h e_i) - f(x - h e_i)) / 2h for every entry i of ``x``.
+
+    ``x`` is perturbed in place and restored; ``f`` takes no arguments
+    and must read ``x``. The result is float64 whatever ``x``'s dtype.
+    """
+    g = np.zeros(x.shape, dtype=np.float64)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        up = f()
+        x[i] = old - h
+        down = f()
+        x[i] = old
+        g[i] = (up - down) / (2 * h)
+    return g
 
 
 def check_network(net, X, y, h=1e-6, seed=0, floor=FLOOR):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from graphnet.ops import OPS, Context
+from graphnet.gradcheck import centred_differences as numeric
 from graphnet.gradcheck import relative_error
 from graphnet.graph import make_op
 
@@ -19,19 +20,6 @@ CASES = {
     "add": ({}, 3, (True,)),
     "dropout": ({"p": 0.3}, 1, (True, False)),
 }
-
-
-def numeric(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        up = f()
-        x[i] = old - h
-        down = f()
-        x[i] = old
-        g[i] = (up - down) / (2 * h)
-    return g
 
 
 def rel_err(a, b):
