@@ -29,7 +29,6 @@ Run ``python bench/epoch.py --help``.
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -180,7 +179,7 @@ class FusedEpoch:
         dz[rows, y] -= 1
         dz /= n
 
-        h_in = h
+        h_in, dh = h, None   # dh: gradient of the layer below's output
         for i in range(len(self.layers) - 1, -1, -1):
             W, b, gamma, beta = self.layers[i]
             if i < len(self.layers) - 1:
