@@ -4,6 +4,7 @@ and schedules, augmentation and dropout end to end, specs/beyond/."""
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,9 @@ from graphnet.trainer import Trainer
 
 from conftest import SPECS, TEST_SPECS, mlp
 
-BEYOND = sorted((SPECS / "beyond").glob("*.json"))
+# every spec of specs/beyond/; suite.json there is a report suite, not a spec
+BEYOND = sorted(p for p in (SPECS / "beyond").glob("*.json")
+                if p.name != "suite.json")
 
 
 def wiring(spec):
@@ -231,3 +234,12 @@ def test_beyond_covers_every_extension():
     residual = specs["residual-7layer"]
     assert sum(n["op"] == "linear" for n in nodes(residual)) == 7
     assert any(n["op"] == "add" for n in nodes(residual))
+
+
+def test_the_optional_report_suite_runs_the_extensions():
+    from graphnet.report import load_suite
+    suite = load_suite(SPECS / "beyond" / "suite.json")
+    named = {Path(r["spec"]).stem for r in suite["runs"].values()}
+    # every extension but wide-aug, which wide-aug-long supersedes
+    assert {p.stem for p in BEYOND} - named == {"wide-aug"}
+    assert "3layer-bn" in named
