@@ -103,8 +103,10 @@ class Precise(EMA):
     """
 
     fields = {**EMA.fields,
+              # the bound keeps a typo from drawing billions of batches
               "batches": Number(default=PRECISE_BATCHES, integer=True,
-                                low=1, doc="training batches per estimate"),
+                                low=1, high=100000,
+                                doc="training batches per estimate"),
               "per_epoch": Number(default=1, integer=True, low=0,
                                   doc="estimates per epoch besides the "
                                       "final one")}
