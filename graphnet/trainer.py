@@ -484,6 +484,18 @@ def cli_run(args):
     if args.resume and (args.overrides or args.seed is not None):
         raise GraphnetError("--resume continues a run as its spec.json "
                             "says; --set and --seed cannot change it")
+    if args.threads is None:
+        return _run(args)
+    if args.threads < 1:
+        raise GraphnetError(f"--threads: expected an integer >= 1, "
+                            f"found {args.threads}")
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(args.threads):
+        return _run(args)
+
+
+def _run(args):
+    """The body of ``graphnet run``: train or resume, with a progress bar."""
     bar = progress_bar()
     try:
         if args.resume:

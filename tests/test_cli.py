@@ -168,6 +168,26 @@ def test_eval_adaptive_bn_with_augmentation(small, fake, tmp_path,
     assert code == 2 and "flip is a probability in [0, 1]" in err
 
 
+def test_run_with_one_blas_thread(small, fake, tmp_path, monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from graphnet import trainer
+    seen = []
+    real = trainer.train
+
+    def spy(*args, **kwargs):
+        seen.append({i["num_threads"] for i in threadpool_info()})
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train", spy)
+    code, _, err = cli("run", small, "--data-dir", fake, "--out",
+                       tmp_path / "runs", "--threads", 1)
+    assert code == 0, err
+    assert seen == [{1}]
+    code, _, err = cli("run", small, "--threads", 0)
+    assert code == 2 and "--threads: expected an integer >= 1" in err
+
+
 def test_eval_of_a_folder_that_is_no_run(tmp_path):
     code, _, err = cli("eval", tmp_path)
     assert code == 2
