@@ -163,9 +163,10 @@ class Trainer:
             else:
                 self.checkpoint()
             self.write_summary("interrupted")
-            ck = self.run_dir / "checkpoint.npz"
-            raise KeyboardInterrupt(*[str(self.run_dir)] * ck.exists()) \
-                from None
+            # the run folder travels with the interrupt when resumable
+            resumable = (self.run_dir / "checkpoint.npz").exists()
+            where = (str(self.run_dir),) if resumable else ()
+            raise KeyboardInterrupt(*where) from None
         except RunError:
             self.elapsed = time.perf_counter() - start
             runs.write_metrics(self.run_dir / "metrics.csv", self.rows)
