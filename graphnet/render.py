@@ -17,8 +17,6 @@ instead and says how to render it, rather than failing.
 
 import html
 import logging
-import os
-import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -28,6 +26,7 @@ import networkx as nx
 
 from . import graph as graph_mod
 from .errors import GraphnetError
+from .runs import atomic_write
 from .spec import Spec, load_spec
 
 log = logging.getLogger(__name__)
@@ -240,21 +239,11 @@ def to_dot(spec, net=None, rankdir="TB", shapes=True, params=True):
 
 
 def _write_atomic(path, data):
-    """Write bytes to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    """Write bytes to ``path`` atomically; OS errors become GraphnetError."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # os.open, unlike tempfile, lets the umask set the file's mode
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        atomic_write(path, data, mode="wb")
     except OSError as exc:
-        raise GraphnetError(f"cannot write {path}: "
-                            f"{exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise GraphnetError(f"cannot write {path}: "
                             f"{exc.strerror or exc}") from None
 
