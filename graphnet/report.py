@@ -275,7 +275,7 @@ class Study:
                        "dims": cfg["dims"], "batch": cfg["batch"],
                        "steps": cfg["steps"]}
                 path = folder / f"{slug(net['label'])}.json"
-                old = read_json_or_none(path)
+                old = runs.read_json_or_none(path)
                 if old and {k: old.get(k) for k in key} == json.loads(
                         json.dumps(key)):
                     self.checks[net["label"]] = dict(old, file=rel(path,
@@ -312,13 +312,6 @@ def slug(text):
 
 def rel(path, root):
     return os.path.relpath(path, root)
-
-
-def read_json_or_none(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def metrics_of(study, run_dir):

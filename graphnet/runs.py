@@ -77,6 +77,14 @@ def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=2, default=_plain) + "\n")
 
 
+def read_json_or_none(path):
+    """Parsed JSON of ``path``, or None when it is missing or unreadable."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _plain(value):
     if isinstance(value, np.generic):
         return value.item()

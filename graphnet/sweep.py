@@ -628,10 +628,7 @@ class RunStore:
 
 
 def read_summary(folder):
-    try:
-        return json.loads((Path(folder) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return runs.read_json_or_none(Path(folder) / "summary.json")
 
 
 def start_runs(jobs, store, runner, data_dir=None):
