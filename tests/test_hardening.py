@@ -428,9 +428,12 @@ def spec_size(spec):
                for n in spec["graph"]["nodes"])
 
 
-@settings(max_examples=300, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.data_too_large])
+# big generated specs are the point; tmp_path is only a place to write
+QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large]
+QUIET_WITH_FIXTURE = QUIET + [HealthCheck.function_scoped_fixture]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=QUIET)
 @given(raw=mutated_specs())
 def test_mutated_specs_validate_or_name_a_path(raw):
     # any other exception type fails the test
@@ -438,9 +441,7 @@ def test_mutated_specs_validate_or_name_a_path(raw):
 
 
 @settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+          suppress_health_check=QUIET_WITH_FIXTURE)
 @given(raw=mutated_specs(max_depth=500))
 def test_mutated_spec_files_exit_0_or_2(raw, tmp_path):
     path = write_spec(tmp_path / "mutated.json", json.dumps(raw))
@@ -453,9 +454,7 @@ def test_mutated_spec_files_exit_0_or_2(raw, tmp_path):
 
 
 @settings(max_examples=6, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow,
-                                 HealthCheck.data_too_large,
-                                 HealthCheck.function_scoped_fixture])
+          suppress_health_check=QUIET_WITH_FIXTURE)
 @given(raw=mutated_specs(max_depth=500))
 def test_mutated_spec_files_through_a_real_process(raw, tmp_path):
     path = write_spec(tmp_path / "mutated.json", json.dumps(raw))
