@@ -135,8 +135,13 @@ class Network:
         """l2 * sum of squared entries of the weight matrices."""
         if not self.l2:
             return 0.0
-        return self.l2 * sum(np.vdot(self.params[k], self.params[k])
-                             for k in self.decayed)
+        total = 0.0
+        for key in self.decayed:
+            # ravel("K") is a view in either memory order (vdot alone
+            # would copy a column-major W first)
+            w = self.params[key].ravel("K")
+            total += np.dot(w, w)
+        return self.l2 * total
 
     def loss(self, X, y, train=True, rng=None):
         """Cost of a batch: mean cross-entropy plus the L2 term.

@@ -97,3 +97,22 @@ def test_backward_without_loss_is_an_error():
     net = gn.build(gn.load_spec(mlp([3])))
     with pytest.raises(RuntimeError, match="loss"):
         net.backward()
+
+
+def test_weights_and_their_gradients_share_a_column_major_layout():
+    # W.T, the operand of the first layer's two big products, is then
+    # contiguous; a gradient or update laid out otherwise would be copied
+    net = gn.build(gn.load_spec(mlp([20, 10])), seed=0)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((6, 3072)), rng.integers(0, 10, 6)
+    net.loss(X, y, train=True)
+    grads = net.backward()
+    for key in net.decayed:
+        assert net.params[key].flags.f_contiguous, key
+        assert grads[key].flags.f_contiguous, key
+    expected = sum(np.sum(net.params[k].astype(float) ** 2)
+                   for k in net.decayed)
+    assert net.l2_term() == pytest.approx(net.l2 * expected, rel=1e-12)
+    W = net.params["fc1.W"]
+    net.load_state({k: np.ascontiguousarray(v) for k, v in net.state().items()})
+    assert net.params["fc1.W"] is W and W.flags.f_contiguous

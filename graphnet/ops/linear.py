@@ -40,7 +40,11 @@ class Linear(Op):
     def create(self, widths, rng, dtype):
         m, d = self.units, widths[0]
         sigma = init_sigma(self.init, m, d)
-        arrays = {"W": (sigma * rng.standard_normal((m, d))).astype(dtype)}
+        # column-major: W.T, the (d, m) operand of both big products, is
+        # then contiguous, which BLAS multiplies faster for a wide first
+        # layer; the shape stays (m, d) and the gradient gets the same layout
+        W = sigma * rng.standard_normal((m, d))
+        arrays = {"W": np.asfortranarray(W, dtype=dtype)}
         if self.bias:
             arrays["b"] = np.zeros(m, dtype=dtype)
         return arrays
@@ -54,7 +58,7 @@ class Linear(Op):
 
     def backward(self, dout, cache, need_dx=True):
         x, W = cache
-        grads = {"W": dout.T @ x}
+        grads = {"W": (x.T @ dout).T}   # = dout^T x, laid out like W
         if self.bias:
             grads["b"] = dout.sum(axis=0)
         return [dout @ W if need_dx else None], grads
