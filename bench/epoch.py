@@ -18,6 +18,12 @@ Epochs are interleaved (graphnet, torch, fused, graphnet, ...) so that
 load from other users of the machine hits all three alike; the table
 gives the median and the best of the repeats.
 
+``--threads 1 2`` measures every contestant at each thread count, still
+interleaved epoch by epoch, and adds a table that compares each one at
+its own fastest count: the libraries do not share a best count (on the
+2-core machine PyTorch is fastest with one thread, graphnet with two),
+so ratios at one shared count flatter one side or the other.
+
 ``--memory`` runs each contestant alone in a fresh process and reports
 the resident memory (``VmRSS``/``VmHWM`` from /proc) before and at the
 peak of one epoch, and for the numpy contestants the peak of Python
@@ -318,26 +324,55 @@ def label(depth, bn, dtype):
     return f"{depth}-layer{' BN' if bn else ''} {dtype}"
 
 
-def time_epochs(args, names, threads):
-    """{(config, contestant): [seconds per epoch, ...]}, interleaved."""
-    times = {}
+class Threads:
+    """Run a contestant's epoch at a given thread count.
+
+    numpy's BLAS is limited through threadpoolctl; PyTorch through
+    ``torch.set_num_threads``. Each epoch sets its own count, so that
+    counts can be interleaved epoch by epoch in one process.
+    """
+
+    def __init__(self):
+        from threadpoolctl import ThreadpoolController
+        self.controller = ThreadpoolController()
+
+    def run(self, contestant, threads):
+        if contestant.name == "torch":
+            contestant.torch.set_num_threads(threads)
+            return contestant.epoch()
+        with self.controller.limit(limits=threads, user_api="blas"):
+            return contestant.epoch()
+
+
+def time_epochs(args, names, thread_counts):
+    """{(config, contestant, threads): [seconds per epoch, ...]}.
+
+    Interleaved: graphnet, torch, fused at the first thread count, then
+    at the next, then the next repeat. Each (contestant, threads) pair
+    trains its own copy of the net, so all start from the same weights.
+    """
+    times, threads = {}, Threads()
     for dtype in args.dtype:
         data = get_data(args.synthetic, dtype, args.data_dir)
         for depth, bn, dt in configs(args):
             if dt != dtype:
                 continue
-            made = contestants(names, depth, bn, data, threads)
-            for c in made.values():   # warm up: first touch, caches, JIT
-                c.epoch()
+            made = {(name, t): c for t in thread_counts
+                    for name, c in contestants(names, depth, bn, data,
+                                               t).items()}
+            for (name, t), c in made.items():   # warm up: first touch, caches
+                threads.run(c, t)
             for rep in range(args.repeats):
-                for name, c in made.items():
+                for (name, t), c in made.items():
                     start = time.perf_counter()
-                    cost = c.epoch()
+                    cost = threads.run(c, t)
                     sec = time.perf_counter() - start
-                    times.setdefault((depth, bn, dtype, name), []).append(sec)
+                    times.setdefault((depth, bn, dtype, name, t),
+                                     []).append(sec)
                     if args.verbose:
-                        print(f"  {label(depth, bn, dtype)} {name}: "
-                              f"{sec:.3f} s (cost {cost:.3f})", flush=True)
+                        print(f"  {label(depth, bn, dtype)} {name} "
+                              f"({t} thread{'s' * (t > 1)}): {sec:.3f} s "
+                              f"(cost {cost:.3f})", flush=True)
         del data
     return times
 
@@ -386,7 +421,7 @@ def measure_memory(args, names):
             if args.synthetic:
                 cmd.append("--synthetic")
             if args.threads:
-                cmd += ["--threads", str(args.threads)]
+                cmd += ["--threads", str(args.threads[0])]
             if args.data_dir:
                 cmd += ["--data-dir", args.data_dir]
             res = subprocess.run(cmd, capture_output=True, text=True,
@@ -396,31 +431,54 @@ def measure_memory(args, names):
     return out
 
 
-def table(args, names, times, memory):
-    """The Markdown table of the results."""
-    head = ["net", "contestant", "median s/epoch", "best s/epoch",
-            "median vs torch", "median vs fused"]
+def table(args, names, thread_counts, times, memory):
+    """Markdown: every (contestant, threads) cell, ratios at equal threads."""
+    head = ["net", "contestant", "threads", "median s/epoch",
+            "best s/epoch", "median vs torch", "median vs fused"]
     if memory:
         head += ["RSS before MB", "RSS peak MB", "traced peak MB"]
     lines = ["| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     for depth, bn, dtype in configs(args):
-        med = {n: statistics.median(times[(depth, bn, dtype, n)])
-               for n in names}
+        for t in thread_counts:
+            med = {n: statistics.median(times[(depth, bn, dtype, n, t)])
+                   for n in names}
+            for name in names:
+                secs = times[(depth, bn, dtype, name, t)]
+                row = [label(depth, bn, dtype), name, str(t),
+                       f"{med[name]:.3f}", f"{min(secs):.3f}"]
+                for ref in ("torch", "fused"):
+                    row.append(f"{med[name] / med[ref]:.2f}" if ref in med
+                               else "-")
+                if memory:
+                    m = memory[(depth, bn, dtype, name)]
+                    tp = m["traced_peak_mb"]
+                    row += [f"{m['rss_before_mb']:.0f}",
+                            f"{m['rss_peak_mb']:.0f}",
+                            "-" if tp is None else f"{tp:.1f}"]
+                lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def best_table(args, names, thread_counts, times):
+    """Markdown: each contestant at its fastest thread count (by median)."""
+    head = ["net"] + [f"{n} best median (threads)" for n in names]
+    head += [f"graphnet vs {ref}" for ref in ("torch", "fused")
+             if ref in names and "graphnet" in names]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for depth, bn, dtype in configs(args):
+        best = {}
         for name in names:
-            t = times[(depth, bn, dtype, name)]
-            row = [label(depth, bn, dtype), name, f"{med[name]:.3f}",
-                   f"{min(t):.3f}"]
-            for ref in ("torch", "fused"):
-                row.append(f"{med[name] / med[ref]:.2f}" if ref in med
-                           else "-")
-            if memory:
-                m = memory[(depth, bn, dtype, name)]
-                tp = m["traced_peak_mb"]
-                row += [f"{m['rss_before_mb']:.0f}",
-                        f"{m['rss_peak_mb']:.0f}",
-                        "-" if tp is None else f"{tp:.1f}"]
-            lines.append("| " + " | ".join(row) + " |")
+            best[name] = min(
+                (statistics.median(times[(depth, bn, dtype, name, t)]), t)
+                for t in thread_counts)
+        row = [label(depth, bn, dtype)]
+        row += [f"{best[n][0]:.3f} ({best[n][1]})" for n in names]
+        row += [f"{best['graphnet'][0] / best[ref][0]:.2f}"
+                for ref in ("torch", "fused")
+                if ref in names and "graphnet" in names]
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
 
@@ -442,19 +500,21 @@ def main(argv=None):
                         help="run only these contestants")
     parser.add_argument("--memory", action="store_true",
                         help="also measure memory, one process per cell")
-    parser.add_argument("--threads", type=int,
-                        help="BLAS (and torch) threads; default: numpy's")
+    parser.add_argument("--threads", type=int, nargs="+",
+                        help="BLAS (and torch) thread counts to measure, "
+                             "each contestant at each, interleaved; "
+                             "default: numpy's own count")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     args.bn = [b == "bn" for b in args.bn]
     if args.threads:
         from threadpoolctl import threadpool_limits
-        threadpool_limits(args.threads, user_api="blas")
+        threadpool_limits(args.threads[0], user_api="blas")
     if args.one:
         return measure_one(args)
 
-    threads = blas_threads() or 1
+    thread_counts = args.threads or [blas_threads() or 1]
     names = args.only or ["graphnet", "torch", "fused"]
     if "torch" in names and torch_or_none() is None:
         print("note: PyTorch is not installed; skipping it "
@@ -463,12 +523,16 @@ def main(argv=None):
     torch = torch_or_none()
     print(f"{STEPS} steps of batch {BATCH} per epoch, "
           f"{'synthetic' if args.synthetic else 'CIFAR-10'} data, "
-          f"BLAS threads {threads}, numpy {np.__version__}"
+          f"threads {', '.join(map(str, thread_counts))}, "
+          f"numpy {np.__version__}"
           + (f", torch {torch.__version__}" if torch and "torch" in names
              else "") + f", {args.repeats} repeats", flush=True)
-    times = time_epochs(args, names, threads)
+    times = time_epochs(args, names, thread_counts)
     memory = measure_memory(args, names) if args.memory else None
-    print(table(args, names, times, memory))
+    print(table(args, names, thread_counts, times, memory))
+    if len(thread_counts) > 1:
+        print()
+        print(best_table(args, names, thread_counts, times))
 
 
 if __name__ == "__main__":
