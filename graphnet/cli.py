@@ -48,8 +48,8 @@ def make_parser():
                    "(default: $GRAPHNET_DATA, else ~/.cache/graphnet)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS threads (default: numpy's own; 1 is faster "
-                        "for narrow nets such as the study's)")
+                   help="BLAS threads (default: numpy's own, all cores; "
+                        "1 when other work shares the machine)")
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("validate", help="check a spec, print its nodes",
