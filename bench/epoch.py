@@ -14,12 +14,17 @@ same data:
 * fused: the whole MLP's forward and backward written out by hand in
   one numpy function, the baseline of what numpy can do.
 
-Epochs are interleaved (graphnet, torch, fused, graphnet, ...) so that
-load from other users of the machine hits all three alike; the table
-gives the median and the best of the repeats.
+The contestants take turns within every epoch, 150 steps each by default
+(``--chunk``): graphnet, torch, fused, graphnet, ... until each has done
+its 450 steps, so that bursts of load from other users of the machine hit
+all three alike; an epoch's time is the sum of its chunks. After a turn
+at more than one thread the driver waits 0.2 s, untimed: OpenBLAS's idle
+threads spin on a core for about 0.1 s after their last call, and would
+otherwise slow the next contestant's turn. The table gives the median
+and the best of the repeats.
 
-``--threads 1 2`` measures every contestant at each thread count, still
-interleaved epoch by epoch, and adds a table that compares each one at
+``--threads 1 2`` measures every contestant at each thread count, in the
+same rotation, and adds a table that compares each one at
 its own fastest count: the libraries do not share a best count (on the
 2-core machine PyTorch is fastest with one thread, graphnet with two),
 so ratios at one shared count flatter one side or the other.
@@ -52,6 +57,7 @@ NETS = {"3": [50, 50], "9": [50, 30, 20, 20, 10, 10, 10, 10]}
 STEPS, BATCH, N_TRAIN, N_VAL, D, K = 450, 100, 45000, 5000, 3072, 10
 L2, ALPHA, EPS = 0.005, 0.9, 1e-5
 ETA_MIN, ETA_MAX, STEP_SIZE = 1e-5, 0.1, 2250
+SETTLE = 0.2   # seconds between turns after a multi-threaded one
 
 
 def blas_threads():
@@ -115,9 +121,22 @@ def layer_params(net, depth, bn):
     return out
 
 
+class Contestant:
+    """One way of training the net: an epoch can be run in pieces.
+
+    ``begin_epoch()`` draws the epoch's permutation; ``run_steps(n)``
+    trains its next n steps and returns the last batch cost. Pieces let
+    the driver interleave contestants within an epoch (``--chunk``).
+    """
+
+    def epoch(self):
+        self.begin_epoch()
+        return self.run_steps(STEPS)
+
+
 # ---- graphnet ----------------------------------------------------------
 
-class GraphnetEpoch:
+class GraphnetEpoch(Contestant):
     """450 calls of ``Trainer.train_step``."""
 
     name = "graphnet"
@@ -127,15 +146,18 @@ class GraphnetEpoch:
         self.trainer = Trainer(spec, data, self.tmp.name)
         self.trainer.net.load_state(init)
 
-    def epoch(self):
-        for _ in range(STEPS):
+    def begin_epoch(self):
+        pass   # the trainer draws its permutation at the epoch's first step
+
+    def run_steps(self, n):
+        for _ in range(n):
             cost, _ = self.trainer.train_step()
         return float(cost)
 
 
 # ---- fused numpy -------------------------------------------------------
 
-class FusedEpoch:
+class FusedEpoch(Contestant):
     """The MLP's forward and backward by hand, in one function.
 
     Same math as graphnet: out = x W^T + b, BN with batch statistics
@@ -217,13 +239,16 @@ class FusedEpoch:
         pop_var *= ALPHA
         pop_var += (1 - ALPHA) * var
 
-    def epoch(self):
-        perm = self.rng.permutation(len(self.X))
-        for k in range(STEPS):
-            idx = perm[k * BATCH:(k + 1) * BATCH]
+    def begin_epoch(self):
+        self.perm, self.k = self.rng.permutation(len(self.X)), 0
+
+    def run_steps(self, n):
+        for k in range(self.k, self.k + n):
+            idx = self.perm[k * BATCH:(k + 1) * BATCH]
             X = np.take(self.X, idx, axis=0, out=self.xbuf, mode="clip")
             cost = self.step(X, self.y[idx], eta_at(self.t))
             self.t += 1
+        self.k += n
         return float(cost)
 
 
@@ -237,7 +262,7 @@ def torch_or_none():
     return torch
 
 
-class TorchEpoch:
+class TorchEpoch(Contestant):
     """The same MLP in PyTorch CPU, same init, data and schedule.
 
     PyTorch's BatchNorm1d keeps the unbiased variance in its running
@@ -275,12 +300,15 @@ class TorchEpoch:
         self.gen = torch.Generator().manual_seed(seed)
         self.t = 0
 
-    def epoch(self):
+    def begin_epoch(self):
+        self.perm = self.torch.randperm(len(self.X), generator=self.gen)
+        self.k = 0
+
+    def run_steps(self, n):
         torch = self.torch
         F = torch.nn.functional
-        perm = torch.randperm(len(self.X), generator=self.gen)
-        for k in range(STEPS):
-            idx = perm[k * BATCH:(k + 1) * BATCH]
+        for k in range(self.k, self.k + n):
+            idx = self.perm[k * BATCH:(k + 1) * BATCH]
             X = torch.index_select(self.X, 0, idx, out=self.xbuf)
             for group in self.opt.param_groups:
                 group["lr"] = eta_at(self.t)
@@ -291,6 +319,7 @@ class TorchEpoch:
             cost.backward()
             self.opt.step()
             self.t += 1
+        self.k += n
         return float(cost.detach())
 
 
@@ -336,22 +365,30 @@ class Threads:
         from threadpoolctl import ThreadpoolController
         self.controller = ThreadpoolController()
 
-    def run(self, contestant, threads):
+    def run(self, contestant, threads, steps):
+        """``contestant.run_steps(steps)`` at ``threads`` threads."""
         if contestant.name == "torch":
             contestant.torch.set_num_threads(threads)
-            return contestant.epoch()
+            return contestant.run_steps(steps)
         with self.controller.limit(limits=threads, user_api="blas"):
-            return contestant.epoch()
+            return contestant.run_steps(steps)
 
 
 def time_epochs(args, names, thread_counts):
     """{(config, contestant, threads): [seconds per epoch, ...]}.
 
-    Interleaved: graphnet, torch, fused at the first thread count, then
-    at the next, then the next repeat. Each (contestant, threads) pair
-    trains its own copy of the net, so all start from the same weights.
+    Interleaved within each epoch: every contestant at every thread
+    count trains ``args.chunk`` steps in turn (graphnet, torch, fused at
+    the first count, then at the next, then the next chunk), so a burst
+    of load from elsewhere on the machine falls on all of them alike.
+    An epoch's time is the sum of its chunks. Each (contestant, threads)
+    pair trains its own copy of the net, so all start from the same
+    weights.
     """
     times, threads = {}, Threads()
+    chunks = [args.chunk] * (STEPS // args.chunk)
+    if STEPS % args.chunk:
+        chunks.append(STEPS % args.chunk)
     for dtype in args.dtype:
         data = get_data(args.synthetic, dtype, args.data_dir)
         for depth, bn, dt in configs(args):
@@ -360,19 +397,29 @@ def time_epochs(args, names, thread_counts):
             made = {(name, t): c for t in thread_counts
                     for name, c in contestants(names, depth, bn, data,
                                                t).items()}
-            for (name, t), c in made.items():   # warm up: first touch, caches
-                threads.run(c, t)
-            for rep in range(args.repeats):
-                for (name, t), c in made.items():
-                    start = time.perf_counter()
-                    cost = threads.run(c, t)
-                    sec = time.perf_counter() - start
+            for rep in range(args.repeats + 1):   # 0: warm-up, not kept
+                secs = dict.fromkeys(made, 0.0)
+                for c in made.values():
+                    c.begin_epoch()
+                for steps in chunks:
+                    for (name, t), c in made.items():
+                        start = time.perf_counter()
+                        threads.run(c, t, steps)
+                        secs[(name, t)] += time.perf_counter() - start
+                        if t > 1:
+                            # OpenBLAS's idle workers spin for about 0.1 s
+                            # after a call (PyTorch's for about 0.01 s): let
+                            # them sleep before the next turn is timed
+                            time.sleep(SETTLE)
+                if rep == 0:
+                    continue
+                for (name, t), sec in secs.items():
                     times.setdefault((depth, bn, dtype, name, t),
                                      []).append(sec)
                     if args.verbose:
                         print(f"  {label(depth, bn, dtype)} {name} "
-                              f"({t} thread{'s' * (t > 1)}): {sec:.3f} s "
-                              f"(cost {cost:.3f})", flush=True)
+                              f"({t} thread{'s' * (t > 1)}): {sec:.3f} s",
+                              flush=True)
         del data
     return times
 
@@ -498,6 +545,9 @@ def main(argv=None):
     parser.add_argument("--only", nargs="+",
                         choices=["graphnet", "torch", "fused"],
                         help="run only these contestants")
+    parser.add_argument("--chunk", type=int, default=150,
+                        help="steps each contestant trains in turn within "
+                             "an epoch (450: whole epochs in turn)")
     parser.add_argument("--memory", action="store_true",
                         help="also measure memory, one process per cell")
     parser.add_argument("--threads", type=int, nargs="+",
@@ -508,6 +558,8 @@ def main(argv=None):
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     args.bn = [b == "bn" for b in args.bn]
+    if not 1 <= args.chunk <= STEPS:
+        parser.error(f"--chunk: expected 1 to {STEPS}, found {args.chunk}")
     if args.threads:
         from threadpoolctl import threadpool_limits
         threadpool_limits(args.threads[0], user_api="blas")
