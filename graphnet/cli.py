@@ -48,8 +48,8 @@ def make_parser():
                    "(default: $GRAPHNET_DATA, else ~/.cache/graphnet)")
     p.add_argument("--seed", type=int, help="override train.seed")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS threads (default: numpy's own, all cores; "
-                        "1 when other work shares the machine)")
+                   help="BLAS threads, evaluations inline (default: one "
+                        "BLAS thread, evaluations on a second thread)")
     p.set_defaults(func=cmd_run)
 
     p = verbs.add_parser("validate", help="check a spec, print its nodes",

@@ -229,6 +229,65 @@ def test_same_seed_same_run(fake_run, fake, tmp_path):
         assert not np.array_equal(a["fc1.W"], b["fc1.W"])
 
 
+def metrics_without_seconds(run_dir):
+    with open(Path(run_dir) / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        del row["seconds"]
+    return rows
+
+
+def test_evaluating_on_a_thread_changes_no_figure(fake_run, fake, tmp_path):
+    # the evaluation thread works on copies of each evaluated step's state
+    # while training goes on: same rows, same model, same test figures
+    run_dir, summary = fake_run
+    threaded = gn.train(FAKE_SPEC, out=tmp_path, data_dir=fake,
+                        download=False, eval_thread=True)
+    assert metrics_without_seconds(threaded["run_dir"]) == \
+        metrics_without_seconds(run_dir)
+    assert [int(r["step"]) for r in metrics_without_seconds(run_dir)] == \
+        [0, 5, 10, 15, 20, 23]
+    with np.load(run_dir / "model.npz") as a, \
+            np.load(Path(threaded["run_dir"]) / "model.npz") as b:
+        for key in a.files:
+            assert np.array_equal(a[key], b[key]), key
+    for key in ("test_accuracy", "test_cost", "best_val_step"):
+        assert threaded[key] == summary[key], key
+
+
+def test_a_threaded_evaluation_writes_the_checkpoint_of_its_own_step(
+        fake, tmp_path):
+    # stop at step 7: the evaluation of step 5 was still in flight or just
+    # done; its row and checkpoint are kept, then step 7's checkpoint, and
+    # resuming from it ends exactly where an uninterrupted run ends
+    from graphnet.data import load_dataset
+    from graphnet.trainer import Trainer, resume
+    spec = gn.load_spec(FAKE_SPEC)
+    data = load_dataset(spec["data"], data_dir=fake, download=False,
+                        dtype=spec["train"]["dtype"])
+    run_dir = tmp_path / "stopped"
+    run_dir.mkdir()
+    (run_dir / "spec.json").write_text(spec.to_json())
+    trainer = Trainer(spec, data, run_dir, eval_thread=True)
+
+    def progress(step, total, cost, eta):
+        if step == 7:
+            trainer.stop = "SIGINT"
+
+    trainer.progress = progress
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run()
+    assert [r["step"] for r in trainer.rows] == [0, 5]
+    with np.load(run_dir / "checkpoint.npz") as ck:
+        assert int(ck["step"]) == 7
+    resumed = resume(run_dir, data=data, eval_thread=True)
+    straight = gn.train(FAKE_SPEC, out=tmp_path / "straight", data_dir=fake,
+                        download=False)
+    assert metrics_without_seconds(run_dir) == \
+        metrics_without_seconds(straight["run_dir"])
+    assert resumed["test_accuracy"] == straight["test_accuracy"]
+
+
 # ---- a short run on the real data --------------------------------------------
 
 @pytest.fixture(scope="module")
