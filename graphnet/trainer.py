@@ -195,6 +195,9 @@ class Trainer:
             except RunError:
                 self._diverged(start)
                 raise
+            except KeyboardInterrupt:   # a second signal while waiting
+                log.warning("interrupted again while an evaluation ran: "
+                            "its row is dropped")
             if in_update:
                 log.warning("interrupted inside update %d: the last "
                             "checkpoint is kept", self.step + 1)
