@@ -13,17 +13,29 @@ code either library would need.
 """
 
 import copy
+import json
 import math
+import re
 
 from .errors import SpecError, choices_hint, describe
 
 REQUIRED = object()
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def join(path, key):
-    """Extend a JSON path by an object key or a list index."""
+    """Extend a JSON path by an object key or a list index.
+
+    Plain keys are dotted (``graph.nodes[0].units``); any other key is
+    written as a quoted index (``["a.b"]``), so a path stays unambiguous
+    whatever a key holds.
+    """
     if isinstance(key, int):
         return f"{path}[{key}]"
+    if not _PLAIN_KEY.fullmatch(key):
+        return f"{path}[{json.dumps(key)}]"
     return f"{path}.{key}" if path else key
 
 

@@ -164,3 +164,15 @@ def test_bad_overrides():
         gn.load_spec(mlp([5]), overrides=["loss.l2=-0.1"])
     with pytest.raises(SpecError, match="train.schedule.cylces.*did you mean"):
         gn.load_spec(mlp([5]), overrides=["train.schedule.cylces=3"])
+
+
+@pytest.mark.parametrize("key, path", [("0[", '["0["]'), ("a.b", '["a.b"]'),
+                                       ("", '[""]'), ("x y", '["x y"]')])
+def test_odd_keys_are_quoted_in_error_paths(key, path):
+    # a dotted path could not say where such a key is
+    with pytest.raises(gn.SpecError) as err:
+        gn.load_spec({**mlp([5]), key: 1})
+    assert err.value.path == path
+    with pytest.raises(gn.SpecError) as err:
+        gn.load_spec({**mlp([5]), "train": {key: 1}})
+    assert err.value.path == "train" + path
