@@ -22,15 +22,16 @@ from .errors import SpecError, choices_hint, describe
 REQUIRED = object()
 
 
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# a dot is allowed: dotted keys (a sweep's "loss.l2") name paths themselves
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.-]+")
 
 
 def join(path, key):
     """Extend a JSON path by an object key or a list index.
 
     Plain keys are dotted (``graph.nodes[0].units``); any other key is
-    written as a quoted index (``["a.b"]``), so a path stays unambiguous
-    whatever a key holds.
+    written as a quoted index (``["a[0]"]``, ``[""]``), so an error
+    never points at a list that is not there.
     """
     if isinstance(key, int):
         return f"{path}[{key}]"

@@ -166,10 +166,10 @@ def test_bad_overrides():
         gn.load_spec(mlp([5]), overrides=["train.schedule.cylces=3"])
 
 
-@pytest.mark.parametrize("key, path", [("0[", '["0["]'), ("a.b", '["a.b"]'),
+@pytest.mark.parametrize("key, path", [("0[", '["0["]'), ("a[1]", '["a[1]"]'),
                                        ("", '[""]'), ("x y", '["x y"]')])
 def test_odd_keys_are_quoted_in_error_paths(key, path):
-    # a dotted path could not say where such a key is
+    # written plainly, "0[" or "a[1]" would read as a list index
     with pytest.raises(gn.SpecError) as err:
         gn.load_spec({**mlp([5]), key: 1})
     assert err.value.path == path
