@@ -354,11 +354,11 @@ def label(depth, bn, dtype):
 
 
 class Threads:
-    """Run a contestant's epoch at a given thread count.
+    """Run a contestant's turn at a given thread count.
 
     numpy's BLAS is limited through threadpoolctl; PyTorch through
-    ``torch.set_num_threads``. Each epoch sets its own count, so that
-    counts can be interleaved epoch by epoch in one process.
+    ``torch.set_num_threads``. Each turn sets its own count, so that
+    counts can be interleaved turn by turn in one process.
     """
 
     def __init__(self):

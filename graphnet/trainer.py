@@ -60,6 +60,16 @@ def plan(spec, n_train):
     return per_epoch, total, min(every, total)
 
 
+def net_state(arrays):
+    """The network's params and buffers out of checkpoint arrays.
+
+    A checkpoint keys them ``param/<name>`` and ``buffer/<name>``
+    (`Trainer.checkpoint_arrays`); ``Network.load_state`` takes the names.
+    """
+    return {k.split("/", 1)[1]: v for k, v in arrays.items()
+            if k.startswith(("param/", "buffer/"))}
+
+
 _eval_pool = None
 
 
@@ -284,9 +294,7 @@ class Trainer:
 
     def _evaluate_copy(self, arrays, step, eta, elapsed):
         """On the evaluation thread: the row of a copied state."""
-        self.eval_net.load_state({
-            k.split("/", 1)[1]: v for k, v in arrays.items()
-            if k.startswith(("param/", "buffer/"))})
+        self.eval_net.load_state(net_state(arrays))
         # numpy's error state is per thread: silence it here as train() does
         with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             return self.metrics_row(self.eval_net, step, eta, elapsed)
@@ -343,8 +351,7 @@ class Trainer:
         path = self.run_dir / "checkpoint.npz"
         ck = runs.load_npz(path)
         try:
-            self.net.load_state({k.split("/", 1)[1]: v for k, v in ck.items()
-                                 if k.startswith(("param/", "buffer/"))})
+            self.net.load_state(net_state(ck))
             self.optimizer.load_state({k[4:]: v for k, v in ck.items()
                                        if k.startswith("opt/")})
             self.step = int(ck["step"])
